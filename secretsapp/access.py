@@ -1,0 +1,144 @@
+"""Who may see, use and manage what. Views, the API, admin and services all ask here.
+
+A foreign or invisible object is a 404 (``Http404``) so its existence does not leak; a
+visible one without the needed right is a 403 (``PermissionDenied``).
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import TYPE_CHECKING, Literal
+
+from django.core.exceptions import PermissionDenied
+from django.http import Http404
+
+from secretsapp.models import (
+    Membership,
+    Organization,
+    OrganizationGroup,
+    Role,
+    SecretKey,
+    get_membership,
+)
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+
+    AnyUser = AbstractBaseUser | AnonymousUser
+
+Need = Literal["use", "manage"]
+
+
+def organization_of(user: AnyUser) -> Organization | None:
+    membership = get_membership(user)
+    return membership.organization if membership else None
+
+
+def _as_uuid(value: object) -> uuid.UUID:
+    if isinstance(value, uuid.UUID):
+        return value
+    try:
+        return uuid.UUID(str(value))
+    except ValueError:
+        raise Http404("No such secret key.") from None
+
+
+def get_secret_for_user(user: AnyUser, secret_id: object, need: Need = "use") -> SecretKey:
+    """The key with ``can_use``/``can_manage`` set, if ``user`` may ``need`` it.
+
+    Invisible (foreign, restricted without a grant, unknown): 404. Visible but the user
+    may only Use it and ``need`` is "manage": 403, and the denial is audited.
+    """
+    try:
+        secret_key = SecretKey.objects.for_user(user).get(pk=_as_uuid(secret_id))
+    except SecretKey.DoesNotExist:
+        raise Http404("No such secret key.") from None
+    check_secret(user, secret_key, need)
+    return secret_key
+
+
+def can_use(user: AnyUser, secret_key: SecretKey) -> bool:
+    return _rights(user, secret_key)[0]
+
+
+def can_manage(user: AnyUser, secret_key: SecretKey) -> bool:
+    return _rights(user, secret_key)[1]
+
+
+def _rights(user: AnyUser, secret_key: SecretKey) -> tuple[bool, bool]:
+    if getattr(user, "is_superuser", False) and user.is_active:
+        return True, True
+    rights = (
+        SecretKey.objects.for_user(user)
+        .filter(pk=secret_key.pk)
+        .values_list("can_use", "can_manage")
+        .first()
+    )
+    return rights or (False, False)
+
+
+def check_secret(user: AnyUser, secret_key: SecretKey, need: Need) -> None:
+    """Raise 404/403 unless ``user`` may ``need`` the key (annotations used when present)."""
+    if hasattr(secret_key, "can_manage"):
+        use, manage = secret_key.can_use, secret_key.can_manage
+    else:
+        use, manage = _rights(user, secret_key)
+    if not use and not manage:
+        raise Http404("No such secret key.")
+    if need == "manage" and not manage:
+        from secretsapp.services import record_denial
+
+        record_denial(user, secret_key, need)
+        raise PermissionDenied("You may use this secret key but not manage it.")
+
+
+def require_editor(user: AnyUser, organization: Organization | None = None) -> Membership:
+    """Members and admins create keys; viewers may not (403), outsiders get 404."""
+    membership = _require_membership(user, organization)
+    if not membership.can_edit:
+        raise PermissionDenied("Viewers cannot create or change secret keys.")
+    return membership
+
+
+def require_admin(user: AnyUser, organization: Organization) -> Membership | None:
+    """Only the organization's admins (and superusers) manage members and groups."""
+    if getattr(user, "is_superuser", False) and user.is_active:
+        return get_membership(user)
+    membership = _require_membership(user, organization)
+    if membership.role != Role.ADMIN:
+        raise PermissionDenied("Only organization admins can do this.")
+    return membership
+
+
+def _require_membership(user: AnyUser, organization: Organization | None) -> Membership:
+    membership = get_membership(user)
+    if membership is None or (
+        organization is not None and membership.organization_id != organization.pk
+    ):
+        raise Http404("No such organization.")
+    return membership
+
+
+def get_group_for_user(user: AnyUser, group_id: object) -> OrganizationGroup:
+    membership = get_membership(user)
+    if membership is None:
+        raise Http404("No such group.")
+    try:
+        return OrganizationGroup.objects.get(
+            pk=int(str(group_id)), organization_id=membership.organization_id
+        )
+    except (OrganizationGroup.DoesNotExist, ValueError):
+        raise Http404("No such group.") from None
+
+
+def get_member_for_user(user: AnyUser, user_id: object) -> Membership:
+    """A member of the user's organization, by the member's user id."""
+    membership = get_membership(user)
+    if membership is None:
+        raise Http404("No such member.")
+    try:
+        return Membership.objects.select_related("user").get(
+            user_id=int(str(user_id)), organization_id=membership.organization_id
+        )
+    except (Membership.DoesNotExist, ValueError):
+        raise Http404("No such member.") from None

@@ -1,0 +1,370 @@
+"""Organizations, members, groups, secret keys, their grants and the audit log."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from django.conf import settings
+from django.contrib.auth.models import Group
+from django.db import models
+from django.db.models import BooleanField, Case, Exists, OuterRef, Prefetch, Q, Value, When
+from django.db.models.functions import Lower
+from django.utils import timezone
+from guardian.models import GroupObjectPermissionBase, UserObjectPermissionBase
+
+from secretsapp.fields import StrictEncryptedTextField
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+
+NAME_MAX_LENGTH = 100
+VALUE_MAX_LENGTH = 65_536
+USE_PERMISSION = "use_secretkey"
+MANAGE_PERMISSION = "manage_secretkey"
+
+
+class Role(models.TextChoices):
+    ADMIN = "admin", "Admin"
+    MEMBER = "member", "Member"
+    VIEWER = "viewer", "Viewer"
+
+
+class Access(models.TextChoices):
+    TEAM = "team", "Team"
+    RESTRICTED = "restricted", "Restricted"
+
+
+class Level(models.TextChoices):
+    USE = "use", "Use"
+    MANAGE = "manage", "Manage"
+
+    @property
+    def codename(self) -> str:
+        return MANAGE_PERMISSION if self is Level.MANAGE else USE_PERMISSION
+
+    @classmethod
+    def from_codename(cls, codename: str) -> Level:
+        return cls.MANAGE if codename == MANAGE_PERMISSION else cls.USE
+
+
+class PrincipalType(models.TextChoices):
+    USER = "user", "User"
+    GROUP = "group", "Group"
+
+
+@dataclass(frozen=True)
+class Grant:
+    """Use or Manage on a key for a user (by user id) or a group (by organization group id)."""
+
+    principal_type: str
+    principal_id: int
+    level: str
+    principal_name: str = field(default="", compare=False)
+
+    def __post_init__(self) -> None:
+        # Plain strings: enum members hash by their name, which would break set arithmetic.
+        object.__setattr__(self, "principal_type", str(self.principal_type))
+        object.__setattr__(self, "level", str(self.level))
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "principal_type": self.principal_type,
+            "principal_id": self.principal_id,
+            "principal_name": self.principal_name,
+            "level": self.level,
+        }
+
+
+class Organization(models.Model):
+    name = models.CharField(max_length=NAME_MAX_LENGTH)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(Lower("name"), name="organization_unique_name"),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Membership(models.Model):
+    """A user's place in their (one) organization."""
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="membership"
+    )
+    organization = models.ForeignKey(
+        Organization, on_delete=models.CASCADE, related_name="memberships"
+    )
+    role = models.CharField(max_length=10, choices=Role.choices, default=Role.MEMBER)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(condition=Q(role__in=Role.values), name="membership_role_valid"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user.get_username()} ({self.get_role_display()} of {self.organization})"
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == Role.ADMIN
+
+    @property
+    def can_edit(self) -> bool:
+        """Admins and members write; viewers only see and run."""
+        return self.role in (Role.ADMIN, Role.MEMBER)
+
+
+def get_membership(user: AbstractBaseUser | AnonymousUser | None) -> Membership | None:
+    """The user's membership (cached on the user object), or None for outsiders."""
+    if user is None or not user.is_authenticated or not user.is_active:
+        return None
+    try:
+        return user.membership
+    except Membership.DoesNotExist:
+        return None
+
+
+class OrganizationGroup(models.Model):
+    """A named set of members, backed by an auth group so guardian can grant to it."""
+
+    organization = models.ForeignKey(
+        Organization, on_delete=models.CASCADE, related_name="member_groups"
+    )
+    group = models.OneToOneField(Group, on_delete=models.CASCADE, related_name="organization_group")
+    name = models.CharField(max_length=NAME_MAX_LENGTH)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                "organization", Lower("name"), name="organizationgroup_unique_name_per_org"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @staticmethod
+    def auth_group_name(organization: Organization, name: str) -> str:
+        # auth group names are globally unique; namespace them by organization.
+        return f"org-{organization.pk}:{name}"
+
+
+class SecretKeyQuerySet(models.QuerySet):
+    def for_user(self, user: AbstractBaseUser | AnonymousUser | None) -> SecretKeyQuerySet:
+        """Keys the user may Use, annotated with ``can_use`` and ``can_manage``.
+
+        The rules of DESIGN.md in one query (plus the membership, cached on the user):
+        admins Manage every key of their organization; the creator and Manage grants
+        (direct or through a group) Manage; Team access or any grant gives Use. A viewer's
+        role caps them at Use whatever they were granted.
+        """
+        membership = get_membership(user)
+        if membership is None:
+            return self.none().annotate(can_use=Value(False), can_manage=Value(False))
+        keys = self.filter(organization_id=membership.organization_id)
+        if membership.role == Role.ADMIN:
+            return keys.annotate(can_use=Value(True), can_manage=Value(True))
+
+        user_grants = SecretKeyUserObjectPermission.objects.filter(
+            content_object=OuterRef("pk"), user=user
+        )
+        group_grants = SecretKeyGroupObjectPermission.objects.filter(
+            content_object=OuterRef("pk"), group__user=user
+        )
+        any_grant = Exists(user_grants) | Exists(group_grants)
+        if membership.role == Role.VIEWER:
+            manage = Value(False)
+            use = Q(access=Access.TEAM) | any_grant
+        else:
+            manage_grant = Exists(
+                user_grants.filter(permission__codename=MANAGE_PERMISSION)
+            ) | Exists(group_grants.filter(permission__codename=MANAGE_PERMISSION))
+            manage = Case(
+                When(Q(created_by=user) | manage_grant, then=Value(True)),
+                default=Value(False),
+                output_field=BooleanField(),
+            )
+            use = Q(access=Access.TEAM) | Q(created_by=user) | any_grant
+        return keys.annotate(
+            can_use=Case(When(use, then=Value(True)), default=Value(False)),
+            can_manage=manage,
+        ).filter(can_use=True)
+
+    def with_grants(self) -> SecretKeyQuerySet:
+        """Prefetch what ``SecretKey.grants`` reads: two queries for any number of keys."""
+        return self.prefetch_related(
+            Prefetch(
+                "user_grants",
+                queryset=SecretKeyUserObjectPermission.objects.select_related(
+                    "permission", "user"
+                ).order_by("user__username"),
+            ),
+            Prefetch(
+                "group_grants",
+                queryset=SecretKeyGroupObjectPermission.objects.select_related(
+                    "permission", "group__organization_group"
+                ).order_by("group__organization_group__name"),
+            ),
+        )
+
+    def usable_by(self, user: AbstractBaseUser | AnonymousUser | None) -> SecretKeyQuerySet:
+        return self.for_user(user)
+
+    def managed_by(self, user: AbstractBaseUser | AnonymousUser | None) -> SecretKeyQuerySet:
+        return self.for_user(user).filter(can_manage=True)
+
+
+class SecretKeyManager(models.Manager.from_queryset(SecretKeyQuerySet)):
+    def get_queryset(self) -> SecretKeyQuerySet:
+        # The value is decrypted only where it is needed (execution): lists, admin pages
+        # and permission checks never load it.
+        return super().get_queryset().defer("value")
+
+
+class SecretKey(models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    organization = models.ForeignKey(
+        Organization, on_delete=models.CASCADE, related_name="secret_keys"
+    )
+    name = models.CharField(max_length=NAME_MAX_LENGTH)
+    # serialize=False: dumpdata and other serializers never export a value.
+    value = StrictEncryptedTextField(serialize=False)
+    access = models.CharField(max_length=10, choices=Access.choices, default=Access.TEAM)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="created_secret_keys",
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(default=timezone.now)
+    value_updated_at = models.DateTimeField(default=timezone.now)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    version = models.PositiveIntegerField(default=1)
+
+    objects = SecretKeyManager()
+
+    class Meta:
+        verbose_name = "secret key"
+        permissions = [
+            (USE_PERMISSION, "Use the secret key in actions"),
+            (MANAGE_PERMISSION, "Rename, update, share and delete the secret key"),
+        ]
+        constraints = [
+            models.UniqueConstraint(
+                "organization", Lower("name"), name="secretkey_unique_name_per_org"
+            ),
+            models.CheckConstraint(
+                condition=Q(access__in=Access.values), name="secretkey_access_valid"
+            ),
+            models.CheckConstraint(condition=Q(version__gte=1), name="secretkey_version_positive"),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def reference(self) -> str:
+        return f"{{{{secret:{self.id}}}}}"
+
+    @property
+    def grants(self) -> list[Grant]:
+        """Users first, then groups; use ``with_grants()`` when reading many keys."""
+        user_grants = [
+            Grant(
+                PrincipalType.USER,
+                grant.user_id,
+                Level.from_codename(grant.permission.codename),
+                grant.user.get_username(),
+            )
+            for grant in self.user_grants.all()
+        ]
+        group_grants = [
+            Grant(
+                PrincipalType.GROUP,
+                grant.group.organization_group.pk,
+                Level.from_codename(grant.permission.codename),
+                grant.group.organization_group.name,
+            )
+            for grant in self.group_grants.all()
+        ]
+        return user_grants + group_grants
+
+
+class SecretKeyUserObjectPermission(UserObjectPermissionBase):
+    """A grant of Use or Manage on one key to one user; deleted with the key."""
+
+    content_object = models.ForeignKey(
+        SecretKey, on_delete=models.CASCADE, related_name="user_grants"
+    )
+
+    class Meta(UserObjectPermissionBase.Meta):
+        abstract = False
+
+
+class SecretKeyGroupObjectPermission(GroupObjectPermissionBase):
+    """A grant of Use or Manage on one key to one group; deleted with the key."""
+
+    content_object = models.ForeignKey(
+        SecretKey, on_delete=models.CASCADE, related_name="group_grants"
+    )
+
+    class Meta(GroupObjectPermissionBase.Meta):
+        abstract = False
+
+
+class AuditAction(models.TextChoices):
+    CREATED = "created", "Created"
+    RENAMED = "renamed", "Renamed"
+    VALUE_UPDATED = "value_updated", "Value updated"
+    ACCESS_CHANGED = "access_changed", "Access changed"
+    GRANTS_CHANGED = "grants_changed", "Grants changed"
+    DELETED = "deleted", "Deleted"
+    USED = "used", "Used"
+    DENIED = "denied", "Permission denied"
+
+
+class AuditEvent(models.Model):
+    """Append-only record of what happened to a key. Never holds a value."""
+
+    organization = models.ForeignKey(
+        Organization, on_delete=models.CASCADE, related_name="audit_events"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+    )
+    # Kept as text so the log still says who it was after the user is deleted.
+    actor_name = models.CharField(max_length=150, blank=True)
+    action = models.CharField(max_length=20, choices=AuditAction.choices)
+    # Not a foreign key: the event outlives the key it is about.
+    secret_key_id = models.UUIDField(null=True, blank=True)
+    secret_key_name = models.CharField(max_length=NAME_MAX_LENGTH, blank=True)
+    changes = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [
+            models.Index(fields=["organization", "-created_at"], name="auditevent_org_created"),
+            models.Index(fields=["organization", "secret_key_id"], name="auditevent_org_key"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_action_display()}: {self.secret_key_name} by {self.actor_name}"
+
+    def save(self, *args, **kwargs) -> None:
+        if not self._state.adding:
+            raise ValueError("Audit events are append-only.")
+        super().save(*args, **kwargs)

@@ -1,0 +1,77 @@
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytest
+from django.contrib.auth.models import AbstractBaseUser
+
+from secretsapp import services
+from secretsapp.models import Access, Organization, OrganizationGroup, Role, SecretKey
+from tests.factories import MembershipFactory, OrganizationFactory, OrganizationGroupFactory
+
+RESTRICTED_VALUE = "restricted-value-Zq8#not-for-eyes"
+TEAM_VALUE = "team-value-Yp7&not-for-eyes"
+
+
+@dataclass
+class Personas:
+    """The six personas of STYLE.md, with a Restricted and a Team key made by the admin."""
+
+    organization: Organization
+    admin: AbstractBaseUser
+    member_use: AbstractBaseUser
+    member_manage: AbstractBaseUser
+    member_nothing: AbstractBaseUser
+    viewer: AbstractBaseUser
+    outsider: AbstractBaseUser  # admin of another organization
+    other_organization: Organization
+    group: OrganizationGroup
+    restricted_key: SecretKey
+    team_key: SecretKey
+
+    def by_name(self, name: str) -> AbstractBaseUser:
+        return getattr(self, name)
+
+
+PERSONA_NAMES = ["admin", "member_use", "member_manage", "member_nothing", "viewer", "outsider"]
+
+
+@pytest.fixture
+def personas(db) -> Personas:
+    organization = OrganizationFactory(name="Acme")
+    other_organization = OrganizationFactory(name="Globex")
+
+    def member(username: str, role: str, org: Organization = organization):
+        return MembershipFactory(user__username=username, organization=org, role=role).user
+
+    admin = member("alice-admin", Role.ADMIN)
+    member_use = member("bob-use", Role.MEMBER)
+    member_manage = member("carol-manage", Role.MEMBER)
+    member_nothing = member("dave-nothing", Role.MEMBER)
+    viewer = member("erin-viewer", Role.VIEWER)
+    outsider = member("mallory-outsider", Role.ADMIN, other_organization)
+    group = OrganizationGroupFactory(organization=organization, name="Platform")
+    restricted_key = services.create_secret_key(
+        admin,
+        name="Stripe live",
+        value=RESTRICTED_VALUE,
+        access_level=Access.RESTRICTED,
+        grants=[
+            {"principal_type": "user", "principal_id": member_use.pk, "level": "use"},
+            {"principal_type": "user", "principal_id": member_manage.pk, "level": "manage"},
+        ],
+    )
+    team_key = services.create_secret_key(admin, name="Slack webhook", value=TEAM_VALUE)
+    return Personas(
+        organization=organization,
+        admin=admin,
+        member_use=member_use,
+        member_manage=member_manage,
+        member_nothing=member_nothing,
+        viewer=viewer,
+        outsider=outsider,
+        other_organization=other_organization,
+        group=group,
+        restricted_key=restricted_key,
+        team_key=team_key,
+    )
