@@ -1,0 +1,57 @@
+# `make run` — set everything up and serve the demo on http://127.0.0.1:8000
+# `make test` — set everything up, lint, and run the whole test suite
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+INSTALLED := $(VENV)/.installed
+
+# Local `make run` settings; a .env file (see .env.example) overrides them.
+-include .env
+export
+
+.PHONY: run test lint pytest install system-deps clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(INSTALLED): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(INSTALLED)
+
+install: $(INSTALLED)
+
+run: install
+	DEBUG=$${DEBUG:-1} HTTPS_ONLY=$${HTTPS_ONLY:-0} EGRESS_ALLOWED_HOSTS=$${EGRESS_ALLOWED_HOSTS:-127.0.0.1} \
+	  bash -c '$(BIN)/python manage.py migrate --no-input && \
+	           $(BIN)/python manage.py seed_demo && \
+	           exec $(BIN)/python manage.py runserver 127.0.0.1:8000'
+
+# Debian packages the suite needs (browser tests, Run Code sandbox); installed when
+# missing and we are root, otherwise a clear message says what to install.
+system-deps:
+	@missing=""; \
+	command -v bwrap >/dev/null || missing="$$missing bubblewrap"; \
+	command -v chromium >/dev/null || missing="$$missing chromium"; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "Installing Debian packages:$$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	  else \
+	    echo "Missing Debian packages:$$missing — install them with: sudo apt-get install$$missing"; \
+	    exit 1; \
+	  fi; \
+	fi
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+pytest: install
+	$(BIN)/pytest
+
+test: install system-deps lint pytest
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache staticfiles

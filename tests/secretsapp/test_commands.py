@@ -1,0 +1,91 @@
+from __future__ import annotations
+
+import io
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.core.management import CommandError, call_command
+
+from secretsapp.models import (
+    AuditEvent,
+    Membership,
+    Organization,
+    OrganizationGroup,
+    Role,
+    SecretKey,
+)
+from tests.factories import PASSWORD
+
+
+def test_create_organization_command(db):
+    output = io.StringIO()
+    call_command(
+        "create_organization",
+        "Initech",
+        "--admin",
+        "peter",
+        "--email",
+        "peter@initech.example",
+        "--password",
+        PASSWORD,
+        stdout=output,
+    )
+    assert "Created organization “Initech”" in output.getvalue()
+    membership = Membership.objects.get(user__username="peter")
+    assert membership.organization.name == "Initech"
+    assert membership.role == Role.ADMIN
+    assert membership.user.is_staff
+    assert membership.user.check_password(PASSWORD)
+
+
+def test_create_organization_command_reports_bad_input(db):
+    with pytest.raises(CommandError, match="email"):
+        call_command(
+            "create_organization",
+            "Initech",
+            "--admin",
+            "peter",
+            "--email",
+            "nope",
+            "--password",
+            PASSWORD,
+        )
+    assert not Organization.objects.exists()
+
+
+def test_create_organization_without_password_and_terminal_fails_clearly(db, monkeypatch):
+    monkeypatch.setattr("sys.stdin", io.StringIO())
+    with pytest.raises(CommandError, match="pass --password"):
+        call_command("create_organization", "Initech", "--admin", "peter", "--email", "p@i.example")
+
+
+def test_create_organization_prompts_for_password(db, monkeypatch):
+    monkeypatch.setattr("sys.stdin.isatty", lambda: True, raising=False)
+    monkeypatch.setattr("getpass.getpass", lambda prompt: PASSWORD)
+    call_command("create_organization", "Initech", "--admin", "peter", "--email", "p@i.example")
+    assert get_user_model().objects.get(username="peter").check_password(PASSWORD)
+
+
+def test_seed_demo_is_idempotent(db):
+    output = io.StringIO()
+    call_command("seed_demo", stdout=output)
+    counts = (
+        Organization.objects.count(),
+        Membership.objects.count(),
+        OrganizationGroup.objects.count(),
+        SecretKey.objects.count(),
+        AuditEvent.objects.count(),
+    )
+    call_command("seed_demo", stdout=io.StringIO())
+    assert counts == (1, 4, 1, 3, 3)
+    assert (
+        Organization.objects.count(),
+        Membership.objects.count(),
+        OrganizationGroup.objects.count(),
+        SecretKey.objects.count(),
+        AuditEvent.objects.count(),
+    ) == counts
+    roles = dict(Membership.objects.values_list("user__username", "role"))
+    assert roles == {"admin": "admin", "maria": "member", "sam": "member", "victor": "viewer"}
+    assert "demo-Password-2026" in output.getvalue()
+    assert SecretKey.objects.get(name="Stripe API key").access == "restricted"
