@@ -195,4 +195,6 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
+    # runserver prints its own start-up lines; do not repeat them through the log.
+    "loggers": {"django.utils.autoreload": {"level": "WARNING"}},
 }
