@@ -276,6 +276,15 @@ class SecretKey(models.Model):
         return f"{{{{secret:{self.id}}}}}"
 
     @property
+    def etag(self) -> str:
+        """Changes at every write (value, name, access or grants), unlike ``version``.
+
+        Clients send it back in ``If-Match`` so two managers cannot silently overwrite
+        each other's changes.
+        """
+        return f'"{self.version}-{int(self.updated_at.timestamp() * 1_000_000)}"'
+
+    @property
     def grants(self) -> list[Grant]:
         """Users first, then groups; use ``with_grants()`` when reading many keys."""
         user_grants = [

@@ -57,6 +57,10 @@ class _Unset:
 UNSET: Any = _Unset()
 
 
+class StaleWrite(Exception):
+    """The key changed since the client read it (its ``If-Match`` precondition failed)."""
+
+
 # --- Audit -------------------------------------------------------------------------------
 
 
@@ -200,10 +204,18 @@ def _clean_grants(organization: Organization, grants: Iterable[Any]) -> list[Gra
     return cleaned
 
 
-def _lock_key_for_manage(actor: AbstractBaseUser, secret_key: SecretKey) -> SecretKey:
-    """Re-read the key under a row lock and check the actor may Manage it."""
+def _lock_key_for_manage(
+    actor: AbstractBaseUser, secret_key: SecretKey, expected_etag: str | None = None
+) -> SecretKey:
+    """Re-read the key under a row lock, check the actor may Manage it and, when the
+    caller read it earlier, that nobody has changed it since."""
     locked = SecretKey.objects.select_for_update().get(pk=secret_key.pk)
     access.check_secret(actor, locked, "manage")
+    if expected_etag is not None and expected_etag not in ("*", locked.etag):
+        raise StaleWrite(
+            "This secret key was changed by someone else since you read it; "
+            "read it again and retry."
+        )
     return locked
 
 
@@ -278,14 +290,16 @@ def update_secret_key(
     value: Any = UNSET,
     access_level: Any = UNSET,
     grants: Any = UNSET,
+    expected_etag: str | None = None,
 ) -> SecretKey:
     """Change any of name, value, access and grants at once (all or nothing).
 
     Each kind of change is its own audit event. A value change bumps ``version``; a
-    rename or a grant change leaves value and version alone.
+    rename or a grant change leaves value and version alone. ``expected_etag`` (from
+    ``If-Match``) makes a write of a key changed meanwhile fail with ``StaleWrite``.
     """
     with transaction.atomic():
-        locked = _lock_key_for_manage(actor, secret_key)
+        locked = _lock_key_for_manage(actor, secret_key, expected_etag)
         errors: dict[str, Any] = {}
         cleaned: dict[str, Any] = {}
         for field, clean, raw in (
@@ -389,10 +403,12 @@ def change_secret_access(
     return update_secret_key(actor, secret_key, access_level=access_level, grants=grants)
 
 
-def delete_secret_key(actor: AbstractBaseUser, secret_key: SecretKey) -> None:
+def delete_secret_key(
+    actor: AbstractBaseUser, secret_key: SecretKey, expected_etag: str | None = None
+) -> None:
     """Delete the key; its grants go with it (foreign keys with CASCADE)."""
     with transaction.atomic():
-        locked = _lock_key_for_manage(actor, secret_key)
+        locked = _lock_key_for_manage(actor, secret_key, expected_etag)
         record_event(actor, AuditAction.DELETED, locked, {"version": locked.version})
         locked.delete()
 

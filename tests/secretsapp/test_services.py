@@ -291,3 +291,23 @@ def test_deleting_a_group_removes_its_grants_and_audits(personas: Personas):
 def test_members_cannot_manage_groups(personas: Personas):
     with pytest.raises(PermissionDenied):
         services.create_group(personas.member_manage, personas.organization, name="Rogue")
+
+
+def test_write_with_stale_etag_is_refused(personas: Personas):
+    key = SecretKey.objects.get(pk=personas.restricted_key.pk)
+    read_etag = key.etag
+    services.rename_secret_key(personas.admin, key, "Renamed meanwhile")
+    with pytest.raises(services.StaleWrite):
+        services.update_secret_key(
+            personas.member_manage, key, access_level="team", expected_etag=read_etag
+        )
+    current = SecretKey.objects.get(pk=key.pk)
+    assert current.access == "restricted"
+    services.update_secret_key(personas.admin, key, access_level="team", expected_etag=current.etag)
+
+
+def test_rename_changes_etag_but_not_version(personas: Personas):
+    key = SecretKey.objects.get(pk=personas.restricted_key.pk)
+    renamed = services.rename_secret_key(personas.admin, key, "Another name")
+    assert renamed.version == key.version
+    assert renamed.etag != key.etag
