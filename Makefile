@@ -25,6 +25,7 @@ install: $(INSTALLED)
 run: install
 	DEBUG=$${DEBUG:-1} HTTPS_ONLY=$${HTTPS_ONLY:-0} EGRESS_ALLOWED_HOSTS=$${EGRESS_ALLOWED_HOSTS:-127.0.0.1} \
 	  bash -c '$(BIN)/python manage.py migrate --no-input && \
+	           $(BIN)/python manage.py createcachetable && \
 	           $(BIN)/python manage.py seed_demo && \
 	           exec $(BIN)/python manage.py runserver 127.0.0.1:8000'
 

@@ -73,6 +73,8 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "rest_framework",
     "rest_framework.authtoken",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
     "guardian",
     "secretsapp",
     "workflows",
@@ -157,7 +159,19 @@ STORAGES = {
     },
 }
 
+# Development serves static files straight from the app folders, without collectstatic.
+WHITENOISE_USE_FINDERS = DEBUG
+WHITENOISE_AUTOREFRESH = DEBUG
+
 LOGIN_URL = "admin:login"
+
+# Shared by every app server (throttle counters must be), without another service.
+CACHES = {
+    "default": {
+        "BACKEND": "django.core.cache.backends.db.DatabaseCache",
+        "LOCATION": "django_cache",
+    }
+}
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
@@ -165,8 +179,39 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
-    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
-    "PAGE_SIZE": 50,
+    "DEFAULT_PAGINATION_CLASS": "secretsapp.api.conventions.Pagination",
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "secretsapp.api.conventions.exception_handler",
+    "DEFAULT_THROTTLE_CLASSES": ["secretsapp.api.throttles.WriteRateThrottle"],
+    "DEFAULT_THROTTLE_RATES": {
+        "writes": env_str("API_WRITE_RATE", "120/min"),
+        "failed_logins_per_address": env_str("API_FAILED_LOGIN_RATE_PER_ADDRESS", "30/hour"),
+        "failed_logins_per_username": env_str("API_FAILED_LOGIN_RATE_PER_USERNAME", "10/hour"),
+    },
+    # Throttles key on the client address: REMOTE_ADDR by default; behind N trusted
+    # proxies, the Nth address from the right of X-Forwarded-For (never the client's own).
+    "NUM_PROXIES": env_int("NUM_PROXIES", 0),
+}
+
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Secret Keys API",
+    "DESCRIPTION": (
+        "Secret keys for workflow actions. Values are write-only: no response ever "
+        "contains one. Authenticate with `Authorization: Token <token>` from "
+        "`POST /api/v1/auth/token/`."
+    ),
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "COMPONENT_SPLIT_REQUEST": True,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "secretsapp.api.schema.add_error_responses",
+    ],
 }
 
 # --- Security headers and cookies -------------------------------------------------------
@@ -196,5 +241,9 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
     # runserver prints its own start-up lines; do not repeat them through the log.
-    "loggers": {"django.utils.autoreload": {"level": "WARNING"}},
+    "loggers": {
+        # Replaces Django's default "django" logger, which would print every line twice.
+        "django": {"handlers": ["console"], "level": "INFO", "propagate": False},
+        "django.utils.autoreload": {"level": "WARNING"},
+    },
 }

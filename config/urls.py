@@ -1,14 +1,32 @@
 from __future__ import annotations
 
 from django.contrib import admin
-from django.urls import path
+from django.urls import include, path
 from django.views.generic import RedirectView
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from rest_framework.routers import SimpleRouter
+
+from secretsapp.api import views as secrets_api
 
 admin.site.site_header = "Secret Keys administration"
 admin.site.site_title = "Secret Keys admin"
 admin.site.index_title = "Your organization"
 
+api = SimpleRouter()
+api.register("members", secrets_api.MemberViewSet, basename="member")
+api.register("groups", secrets_api.GroupViewSet, basename="group")
+api.register("secrets", secrets_api.SecretKeyViewSet, basename="secret")
+api.register("audit-events", secrets_api.AuditEventViewSet, basename="audit-event")
+
+api_v1 = [
+    path("auth/token/", secrets_api.ObtainTokenView.as_view(), name="token"),
+    *api.urls,
+]
+
 urlpatterns = [
     path("admin/", admin.site.urls),
+    path("api/v1/", include((api_v1, "api"), namespace="api")),
+    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     path("", RedirectView.as_view(pattern_name="admin:index", permanent=False)),
 ]

@@ -18,6 +18,7 @@ from secretsapp.models import (
     OrganizationGroup,
     Role,
     SecretKey,
+    SecretKeyQuerySet,
     get_membership,
 )
 
@@ -43,14 +44,21 @@ def _as_uuid(value: object) -> uuid.UUID:
         raise Http404("No such secret key.") from None
 
 
-def get_secret_for_user(user: AnyUser, secret_id: object, need: Need = "use") -> SecretKey:
+def get_secret_for_user(
+    user: AnyUser,
+    secret_id: object,
+    need: Need = "use",
+    queryset: SecretKeyQuerySet | None = None,
+) -> SecretKey:
     """The key with ``can_use``/``can_manage`` set, if ``user`` may ``need`` it.
 
     Invisible (foreign, restricted without a grant, unknown): 404. Visible but the user
     may only Use it and ``need`` is "manage": 403, and the denial is audited.
+    ``queryset`` (e.g. ``SecretKey.objects.with_grants()``) adds what the caller reads.
     """
+    keys = queryset if queryset is not None else SecretKey.objects.all()
     try:
-        secret_key = SecretKey.objects.for_user(user).get(pk=_as_uuid(secret_id))
+        secret_key = keys.for_user(user).get(pk=_as_uuid(secret_id))
     except SecretKey.DoesNotExist:
         raise Http404("No such secret key.") from None
     check_secret(user, secret_key, need)

@@ -4,6 +4,9 @@ from dataclasses import dataclass
 
 import pytest
 from django.contrib.auth.models import AbstractBaseUser
+from django.core.cache import cache
+from rest_framework.authtoken.models import Token
+from rest_framework.test import APIClient
 
 from secretsapp import services
 from secretsapp.models import Access, Organization, OrganizationGroup, Role, SecretKey
@@ -75,3 +78,22 @@ def personas(db) -> Personas:
         restricted_key=restricted_key,
         team_key=team_key,
     )
+
+
+@pytest.fixture(autouse=True)
+def _clear_cache(request, django_db_blocker):
+    """Throttle counters live in the cache table, which live-server tests do not roll
+    back: clear it after every test that had a database."""
+    yield
+    if {"db", "transactional_db", "live_server"} & set(request.fixturenames):
+        with django_db_blocker.unblock():
+            cache.clear()
+
+
+def api_client_for(user) -> APIClient:
+    """An API client authenticated with the user's token, as the workflow runner is."""
+    client = APIClient()
+    if user is not None:
+        token, _ = Token.objects.get_or_create(user=user)
+        client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
+    return client

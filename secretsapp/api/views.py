@@ -1,0 +1,230 @@
+"""/api/v1/ endpoints for authentication, members, groups, secret keys and the audit log.
+
+Every queryset is scoped to the caller's organization, so another organization's objects
+are 404. Permission questions go to ``secretsapp.access``; writes go to the services
+through the serializers.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from django.contrib.auth import authenticate
+from django.db.models.functions import Lower
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
+from rest_framework import exceptions, mixins, status, viewsets
+from rest_framework.authtoken.models import Token
+from rest_framework.filters import SearchFilter
+from rest_framework.permissions import AllowAny, IsAuthenticated
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from secretsapp import access, services
+from secretsapp.api.conventions import (
+    IsOrganizationAdmin,
+    IsOrganizationAdminOrReadOnly,
+    IsOrganizationMember,
+)
+from secretsapp.api.serializers import (
+    AuditEventSerializer,
+    GroupSerializer,
+    MemberCreateSerializer,
+    MemberSerializer,
+    SecretKeySerializer,
+    TokenRequestSerializer,
+    TokenSerializer,
+)
+from secretsapp.api.throttles import FailedLoginByAddressThrottle, FailedLoginByUsernameThrottle
+from secretsapp.models import AuditEvent, Membership, OrganizationGroup, SecretKey, get_membership
+
+WRITE_METHODS = ["get", "post", "patch", "delete", "head", "options"]
+IF_MATCH = OpenApiParameter(
+    "If-Match",
+    OpenApiTypes.STR,
+    OpenApiParameter.HEADER,
+    description="The ETag from a previous read; the write fails with 412 if the key changed since.",
+)
+
+
+class ObtainTokenView(APIView):
+    """Exchange a username and password for an API token (``Authorization: Token …``)."""
+
+    authentication_classes: list = []
+    permission_classes = [AllowAny]
+    throttle_classes = [FailedLoginByAddressThrottle, FailedLoginByUsernameThrottle]
+
+    def get_throttles(self) -> list:
+        # Kept so a failed sign-in can be recorded on the same throttles that checked it.
+        if not hasattr(self, "_throttles"):
+            self._throttles = super().get_throttles()
+        return self._throttles
+
+    @extend_schema(request=TokenRequestSerializer, responses={200: TokenSerializer}, auth=[])
+    def post(self, request, *args: Any, **kwargs: Any) -> Response:
+        serializer = TokenRequestSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        user = authenticate(
+            request,
+            username=serializer.validated_data["username"],
+            password=serializer.validated_data["password"],
+        )
+        if user is None:
+            for throttle in self.get_throttles():
+                throttle.record_failure()
+            raise exceptions.ValidationError(
+                {"detail": "Unable to sign in with these credentials."}
+            )
+        token, _ = Token.objects.get_or_create(user=user)
+        return Response({"token": token.key})
+
+
+def _organization_id(request) -> int:
+    # The permission classes have already made sure the caller has a membership.
+    return get_membership(request.user).organization_id
+
+
+@extend_schema_view(
+    create=extend_schema(request=MemberCreateSerializer, responses={201: MemberSerializer}),
+)
+class MemberViewSet(
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    mixins.CreateModelMixin,
+    mixins.UpdateModelMixin,
+    mixins.DestroyModelMixin,
+    viewsets.GenericViewSet,
+):
+    """Members of the caller's organization; admins add, change roles and remove."""
+
+    permission_classes = [IsAuthenticated, IsOrganizationAdminOrReadOnly]
+    http_method_names = WRITE_METHODS
+    lookup_field = "user_id"
+    lookup_url_kwarg = "id"
+    queryset = Membership.objects.none()
+
+    def get_queryset(self):
+        return (
+            Membership.objects.filter(organization_id=_organization_id(self.request))
+            .select_related("user")
+            .order_by("user__username")
+        )
+
+    def get_serializer_class(self):
+        return MemberCreateSerializer if self.action == "create" else MemberSerializer
+
+    def perform_destroy(self, instance: Membership) -> None:
+        services.remove_member(self.request.user, instance)
+
+
+class GroupViewSet(viewsets.ModelViewSet):
+    """Groups of the caller's organization, with their members' user ids."""
+
+    permission_classes = [IsAuthenticated, IsOrganizationAdminOrReadOnly]
+    http_method_names = WRITE_METHODS
+    serializer_class = GroupSerializer
+    queryset = OrganizationGroup.objects.none()
+
+    def get_queryset(self):
+        return (
+            OrganizationGroup.objects.filter(organization_id=_organization_id(self.request))
+            .select_related("group", "organization")
+            .prefetch_related("group__user_set")
+            .order_by(Lower("name"), "id")
+        )
+
+    def perform_destroy(self, instance: OrganizationGroup) -> None:
+        services.delete_group(self.request.user, instance)
+
+
+@extend_schema_view(
+    partial_update=extend_schema(parameters=[IF_MATCH]),
+    destroy=extend_schema(parameters=[IF_MATCH]),
+)
+class SecretKeyViewSet(viewsets.ModelViewSet):
+    """Keys the caller may Use or Manage. Values go in, never come out."""
+
+    permission_classes = [IsAuthenticated, IsOrganizationMember]
+    http_method_names = WRITE_METHODS
+    serializer_class = SecretKeySerializer
+    filter_backends = [SearchFilter]
+    search_fields = ["name"]
+    queryset = SecretKey.objects.none()
+
+    def get_queryset(self):
+        return (
+            SecretKey.objects.for_user(self.request.user)
+            .with_grants()
+            .order_by(Lower("name"), "id")
+        )
+
+    def get_object(self) -> SecretKey:
+        need = "manage" if self.action in ("partial_update", "destroy") else "use"
+        return access.get_secret_for_user(
+            self.request.user,
+            self.kwargs["pk"],
+            need=need,
+            queryset=SecretKey.objects.with_grants(),
+        )
+
+    def get_serializer_context(self) -> dict[str, Any]:
+        return {**super().get_serializer_context(), "if_match": self._if_match()}
+
+    def _if_match(self) -> str | None:
+        header = self.request.headers.get("If-Match")
+        return header.strip() if header else None
+
+    def _respond(self, secret_key: SecretKey, status_code: int = status.HTTP_200_OK) -> Response:
+        # Re-read with can_use/can_manage and grants, as the list shows them.
+        fresh = access.get_secret_for_user(
+            self.request.user, secret_key.pk, queryset=SecretKey.objects.with_grants()
+        )
+        response = Response(self.get_serializer(fresh).data, status=status_code)
+        response["ETag"] = fresh.etag
+        return response
+
+    def retrieve(self, request, *args: Any, **kwargs: Any) -> Response:
+        return self._respond(self.get_object())
+
+    def create(self, request, *args: Any, **kwargs: Any) -> Response:
+        serializer = self.get_serializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        return self._respond(serializer.save(), status.HTTP_201_CREATED)
+
+    def update(self, request, *args: Any, **kwargs: Any) -> Response:
+        serializer = self.get_serializer(self.get_object(), data=request.data, partial=True)
+        serializer.is_valid(raise_exception=True)
+        return self._respond(serializer.save())
+
+    def perform_destroy(self, instance: SecretKey) -> None:
+        services.delete_secret_key(self.request.user, instance, expected_etag=self._if_match())
+
+
+@extend_schema_view(
+    list=extend_schema(
+        parameters=[
+            OpenApiParameter(
+                "secret", OpenApiTypes.UUID, description="Only events about this secret key."
+            )
+        ]
+    )
+)
+class AuditEventViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
+    """The organization's audit log, newest first. Admins only."""
+
+    permission_classes = [IsAuthenticated, IsOrganizationAdmin]
+    serializer_class = AuditEventSerializer
+    queryset = AuditEvent.objects.none()
+
+    def get_queryset(self):
+        events = AuditEvent.objects.filter(organization_id=_organization_id(self.request))
+        secret = self.request.query_params.get("secret")
+        if secret:
+            try:
+                events = events.filter(secret_key_id=uuid.UUID(secret))
+            except ValueError:
+                raise exceptions.ValidationError(
+                    {"secret": "Enter a secret key id (UUID)."}
+                ) from None
+        return events.order_by("-created_at", "-id")
