@@ -23,6 +23,9 @@ api_v1 = [
     *api.urls,
 ]
 
+handler404 = "secretsapp.api.conventions.not_found"
+handler500 = "secretsapp.api.conventions.server_error"
+
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/v1/", include((api_v1, "api"), namespace="api")),

@@ -127,26 +127,44 @@ def _require_membership(user: AnyUser, organization: Organization | None) -> Mem
     return membership
 
 
+MAX_ID = 2**63 - 1
+
+
+def as_id(value: object) -> int | None:
+    """A database id from a URL or payload, or None when it cannot be one."""
+    if isinstance(value, bool):
+        return None
+    try:
+        number = int(str(value))
+    except ValueError:
+        return None
+    return number if 1 <= number <= MAX_ID else None
+
+
 def get_group_for_user(user: AnyUser, group_id: object) -> OrganizationGroup:
     membership = get_membership(user)
-    if membership is None:
+    group_id = as_id(group_id)
+    if membership is None or group_id is None:
         raise Http404("No such group.")
     try:
-        return OrganizationGroup.objects.get(
-            pk=int(str(group_id)), organization_id=membership.organization_id
+        return (
+            OrganizationGroup.objects.select_related("group", "organization")
+            .prefetch_related("group__user_set")
+            .get(pk=group_id, organization_id=membership.organization_id)
         )
-    except (OrganizationGroup.DoesNotExist, ValueError):
+    except OrganizationGroup.DoesNotExist:
         raise Http404("No such group.") from None
 
 
 def get_member_for_user(user: AnyUser, user_id: object) -> Membership:
     """A member of the user's organization, by the member's user id."""
     membership = get_membership(user)
-    if membership is None:
+    user_id = as_id(user_id)
+    if membership is None or user_id is None:
         raise Http404("No such member.")
     try:
-        return Membership.objects.select_related("user").get(
-            user_id=int(str(user_id)), organization_id=membership.organization_id
+        return Membership.objects.select_related("user", "organization").get(
+            user_id=user_id, organization_id=membership.organization_id
         )
-    except (Membership.DoesNotExist, ValueError):
+    except Membership.DoesNotExist:
         raise Http404("No such member.") from None

@@ -156,8 +156,8 @@ def _clean_grants(organization: Organization, grants: Iterable[Any]) -> list[Gra
         if level not in Level.values:
             errors.append(f"Grant {index}: level must be “use” or “manage”.")
             continue
-        if isinstance(principal_id, bool) or not isinstance(principal_id, int):
-            errors.append(f"Grant {index}: principal_id must be an integer.")
+        if not isinstance(principal_id, int) or access.as_id(principal_id) is None:
+            errors.append(f"Grant {index}: principal_id must be a positive integer id.")
             continue
         parsed.append(Grant(principal_type, principal_id, Level(level)))
     if errors:
@@ -658,8 +658,8 @@ def _clean_group_members(organization: Organization, members: Iterable[Any]) -> 
     member_ids: list[int] = []
     for member in members:
         member_id = getattr(member, "pk", member)
-        if isinstance(member_id, bool) or not isinstance(member_id, int):
-            raise ValidationError({"members": "Members are user ids (integers)."})
+        if not isinstance(member_id, int) or access.as_id(member_id) is None:
+            raise ValidationError({"members": "Members are user ids (positive integers)."})
         member_ids.append(member_id)
     users = list(User.objects.filter(pk__in=member_ids, membership__organization=organization))
     missing = sorted(set(member_ids) - {user.pk for user in users})

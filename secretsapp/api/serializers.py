@@ -14,6 +14,8 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from secretsapp import services
+from secretsapp.access import MAX_ID
+from secretsapp.api.conventions import StrictCharField
 from secretsapp.models import (
     NAME_MAX_LENGTH,
     VALUE_MAX_LENGTH,
@@ -32,8 +34,8 @@ User = get_user_model()
 
 
 class TokenRequestSerializer(serializers.Serializer):
-    username = serializers.CharField(max_length=150)
-    password = serializers.CharField(max_length=4096, trim_whitespace=False, write_only=True)
+    username = StrictCharField(max_length=150)
+    password = StrictCharField(max_length=4096, trim_whitespace=False, write_only=True)
 
 
 class TokenSerializer(serializers.Serializer):
@@ -60,9 +62,9 @@ class MemberSerializer(serializers.ModelSerializer):
 
 
 class MemberCreateSerializer(serializers.Serializer):
-    username = serializers.CharField(max_length=150)
+    username = StrictCharField(max_length=150)
     email = serializers.EmailField(max_length=254)
-    password = serializers.CharField(
+    password = StrictCharField(
         max_length=4096, write_only=True, trim_whitespace=False, style={"input_type": "password"}
     )
     role = serializers.ChoiceField(choices=Role.choices, default=Role.MEMBER)
@@ -81,9 +83,9 @@ class MemberCreateSerializer(serializers.Serializer):
 
 
 class GroupSerializer(serializers.ModelSerializer):
-    name = serializers.CharField(max_length=NAME_MAX_LENGTH)
+    name = StrictCharField(max_length=NAME_MAX_LENGTH)
     members = serializers.ListField(
-        child=serializers.IntegerField(min_value=1),
+        child=serializers.IntegerField(min_value=1, max_value=MAX_ID),
         required=False,
         max_length=10_000,
         help_text="User ids of the group's members.",
@@ -127,7 +129,7 @@ class GroupSerializer(serializers.ModelSerializer):
 class GrantSerializer(serializers.Serializer):
     principal_type = serializers.ChoiceField(choices=PrincipalType.choices)
     principal_id = serializers.IntegerField(
-        min_value=1, help_text="A user id, or a group id, of this organization."
+        min_value=1, max_value=MAX_ID, help_text="A user id, or a group id, of this organization."
     )
     principal_name = serializers.CharField(read_only=True)
     level = serializers.ChoiceField(choices=Level.choices)
@@ -137,8 +139,8 @@ class SecretKeySerializer(serializers.Serializer):
     """A key's metadata. ``value`` is accepted on writes and never returned."""
 
     id = serializers.UUIDField(read_only=True)
-    name = serializers.CharField(max_length=NAME_MAX_LENGTH)
-    value = serializers.CharField(
+    name = StrictCharField(max_length=NAME_MAX_LENGTH)
+    value = StrictCharField(
         write_only=True,
         max_length=VALUE_MAX_LENGTH,
         trim_whitespace=False,

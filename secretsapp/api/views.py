@@ -114,6 +114,9 @@ class MemberViewSet(
     def get_serializer_class(self):
         return MemberCreateSerializer if self.action == "create" else MemberSerializer
 
+    def get_object(self) -> Membership:
+        return access.get_member_for_user(self.request.user, self.kwargs["id"])
+
     def perform_destroy(self, instance: Membership) -> None:
         services.remove_member(self.request.user, instance)
 
@@ -133,6 +136,9 @@ class GroupViewSet(viewsets.ModelViewSet):
             .prefetch_related("group__user_set")
             .order_by(Lower("name"), "id")
         )
+
+    def get_object(self) -> OrganizationGroup:
+        return access.get_group_for_user(self.request.user, self.kwargs["pk"])
 
     def perform_destroy(self, instance: OrganizationGroup) -> None:
         services.delete_group(self.request.user, instance)

@@ -156,3 +156,21 @@ def test_bad_token_is_401(personas: Personas):
     client = api_client_for(None)
     client.credentials(HTTP_AUTHORIZATION="Token not-a-real-token")
     assert client.get("/api/v1/secrets/").status_code == 401
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "/api/v1/members/0.5/",
+        "/api/v1/members/99999999999999999999/",
+        "/api/v1/groups/-1/",
+        "/api/v1/groups/99999999999999999999/",
+        "/api/v1/secrets/0.5/",
+        "/api/v1/no-such-thing/",
+    ],
+)
+def test_unknown_ids_and_routes_are_json_404(personas: Personas, url: str):
+    response = api_client_for(personas.admin).get(url)
+    assert response.status_code == 404
+    assert response["Content-Type"] == "application/json"
+    assert response.json()["detail"]
