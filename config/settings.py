@@ -10,6 +10,7 @@ from django.core.exceptions import ImproperlyConfigured
 
 from config.env import (
     env_bool,
+    env_float,
     env_int,
     env_list,
     env_str,
@@ -60,9 +61,26 @@ for _key in FIELD_ENCRYPTION_KEY:
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"] if DEBUG else [])
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS")
 
+# --- Executing actions -------------------------------------------------------------------
 # Host names, IP addresses and CIDR networks that Send API Request may reach even though
 # they are private/loopback (e.g. 127.0.0.1 for local development and tests).
 EGRESS_ALLOWED_HOSTS = env_list("EGRESS_ALLOWED_HOSTS")
+# Send API Request: seconds to connect and to wait for each read, the largest response
+# body read (bytes), and how many redirects are followed (each one re-checked).
+HTTP_ACTION_CONNECT_TIMEOUT = env_float("HTTP_ACTION_CONNECT_TIMEOUT", 5.0)
+HTTP_ACTION_READ_TIMEOUT = env_float("HTTP_ACTION_READ_TIMEOUT", 30.0)
+HTTP_ACTION_MAX_RESPONSE_BYTES = env_int("HTTP_ACTION_MAX_RESPONSE_BYTES", 5 * 1024 * 1024)
+HTTP_ACTION_MAX_REDIRECTS = env_int("HTTP_ACTION_MAX_REDIRECTS", 5)
+# Run Code sandbox (bubblewrap): CPU seconds, wall-clock seconds, memory (MiB), processes
+# and output (bytes) per run; network off unless SANDBOX_NETWORK is on.
+SANDBOX_CPU_SECONDS = env_int("SANDBOX_CPU_SECONDS", 5)
+SANDBOX_WALL_SECONDS = env_float("SANDBOX_WALL_SECONDS", 10.0)
+SANDBOX_MEMORY_MB = env_int("SANDBOX_MEMORY_MB", 256)
+SANDBOX_MAX_PROCESSES = env_int("SANDBOX_MAX_PROCESSES", 32)
+SANDBOX_MAX_OUTPUT_BYTES = env_int("SANDBOX_MAX_OUTPUT_BYTES", 1024 * 1024)
+SANDBOX_NETWORK = env_bool("SANDBOX_NETWORK", False)
+SANDBOX_BWRAP = env_str("SANDBOX_BWRAP", "/usr/bin/bwrap")
+SANDBOX_NODE = env_str("SANDBOX_NODE", "/usr/bin/node")
 
 INSTALLED_APPS = [
     "django.contrib.admin",
