@@ -6,7 +6,9 @@ import io
 
 import pytest
 import schemathesis
+from django.core import signals
 from django.core.management import call_command
+from django.db import close_old_connections
 from hypothesis import HealthCheck, settings
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
@@ -54,7 +56,20 @@ def test_docs_are_served_without_a_cdn(client):
 
 
 @pytest.fixture
-def member_token(personas: Personas) -> str:
+def in_process_requests():
+    """Calls through the WSGI app in this process, inside the test's transaction.
+
+    Django's test client does the same: it stops the request signals from closing the
+    database connection, which would otherwise end the transaction (on PostgreSQL)."""
+    signals.request_started.disconnect(close_old_connections)
+    signals.request_finished.disconnect(close_old_connections)
+    yield
+    signals.request_started.connect(close_old_connections)
+    signals.request_finished.connect(close_old_connections)
+
+
+@pytest.fixture
+def member_token(personas: Personas, in_process_requests) -> str:
     api_client_for(personas.member_manage)
     return personas.member_manage.auth_token.key
 
