@@ -64,26 +64,65 @@ class StaleWrite(Exception):
 # --- Audit -------------------------------------------------------------------------------
 
 
+def _audit_event(
+    actor: AbstractBaseUser | None,
+    action: AuditAction,
+    organization_id: int,
+    secret_key_id: Any,
+    secret_key_name: str,
+    changes: Mapping[str, Any] | None = None,
+) -> AuditEvent:
+    """The one place audit events are made. ``changes`` must never hold a value."""
+    known_actor = actor is not None and actor.pk is not None
+    return AuditEvent(
+        organization_id=organization_id,
+        actor=actor if known_actor else None,
+        actor_name=actor.get_username() if known_actor else "",
+        action=action,
+        secret_key_id=secret_key_id,
+        secret_key_name=secret_key_name,
+        changes=dict(changes or {}),
+    )
+
+
 def record_event(
     actor: AbstractBaseUser | None,
     action: AuditAction,
     secret_key: SecretKey,
     changes: Mapping[str, Any] | None = None,
 ) -> AuditEvent:
-    """The one place audit events are written. ``changes`` must never hold a value."""
-    return AuditEvent.objects.create(
-        organization_id=secret_key.organization_id,
-        actor=actor if actor is not None and actor.pk else None,
-        actor_name=actor.get_username() if actor is not None and actor.pk else "",
-        action=action,
-        secret_key_id=secret_key.pk,
-        secret_key_name=secret_key.name,
-        changes=dict(changes or {}),
+    event = _audit_event(
+        actor, action, secret_key.organization_id, secret_key.pk, secret_key.name, changes
     )
+    event.save()
+    return event
 
 
 def record_denial(actor: AbstractBaseUser, secret_key: SecretKey, need: str) -> None:
     record_event(actor, AuditAction.DENIED, secret_key, {"needed": need})
+
+
+def record_key_uses(
+    actor: AbstractBaseUser,
+    organization_id: int,
+    used: Mapping[Any, str],
+    run_id: Any,
+    used_at: Any,
+) -> None:
+    """One ``used`` event per key of a run, and the keys' last-used time: two queries for
+    any number of keys. Call it inside the transaction that records the run."""
+    if not used:
+        return
+    events = [
+        _audit_event(
+            actor, AuditAction.USED, organization_id, secret_key_id, name, {"run_id": str(run_id)}
+        )
+        for secret_key_id, name in used.items()
+    ]
+    for event in events:
+        event.created_at = used_at
+    AuditEvent.objects.bulk_create(events)
+    SecretKey.objects.filter(pk__in=list(used)).update(last_used_at=used_at)
 
 
 # --- Validation helpers ------------------------------------------------------------------
@@ -111,6 +150,19 @@ def _clean_value(value: object) -> str:
     if "\x00" in value:
         raise ValidationError({"value": "The value cannot contain NUL characters."})
     return value
+
+
+SHORT_VALUE = 8
+
+
+def value_warnings(value: str) -> list[str]:
+    """What a user should know about a value they save (it is saved all the same)."""
+    if len(value) < SHORT_VALUE:
+        return [
+            f"The value is shorter than {SHORT_VALUE} characters: run outputs cannot be "
+            "redacted reliably for it, because such short text also occurs by chance."
+        ]
+    return []
 
 
 def _clean_access(value: object) -> str:

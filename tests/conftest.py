@@ -97,3 +97,16 @@ def api_client_for(user) -> APIClient:
         token, _ = Token.objects.get_or_create(user=user)
         client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
     return client
+
+
+def http_action(url: str = "http://127.0.0.1:9/", **config) -> dict:
+    """A send_api_request config (method GET unless given)."""
+    return {"method": "GET", "url": url, **config}
+
+
+def code_action(code: str = "return 1", language: str = "python", **variables: str) -> dict:
+    return {
+        "language": language,
+        "code": code,
+        "variables": [{"name": name, "value": value} for name, value in variables.items()],
+    }

@@ -1,3 +1,138 @@
-"""Workflows, actions and runs: the models arrive with the execution issue."""
+"""Workflows, their ordered actions, where actions use keys, and runs."""
 
 from __future__ import annotations
+
+import uuid
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+from secretsapp.models import NAME_MAX_LENGTH, Organization
+
+
+class ActionType(models.TextChoices):
+    SEND_API_REQUEST = "send_api_request", "Send API Request"
+    RUN_CODE = "run_code", "Run Code"
+
+
+class RunStatus(models.TextChoices):
+    SUCCEEDED = "succeeded", "Succeeded"
+    FAILED = "failed", "Failed"
+
+
+class Workflow(models.Model):
+    organization = models.ForeignKey(
+        Organization, on_delete=models.CASCADE, related_name="workflows"
+    )
+    name = models.CharField(max_length=NAME_MAX_LENGTH)
+    # Names of the trigger inputs, in order ({{inputs.<name>}} in actions).
+    inputs = models.JSONField(default=list, blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        indexes = [models.Index(fields=["organization", "name"], name="workflow_org_name")]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Action(models.Model):
+    workflow = models.ForeignKey(Workflow, on_delete=models.CASCADE, related_name="actions")
+    name = models.CharField(max_length=NAME_MAX_LENGTH)
+    type = models.CharField(max_length=20, choices=ActionType.choices)
+    # 1-based order in the workflow; the services keep positions 1..n without gaps.
+    position = models.PositiveIntegerField()
+    config = models.JSONField(default=dict)
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["workflow_id", "position"]
+        indexes = [models.Index(fields=["workflow", "position"], name="action_workflow_position")]
+        constraints = [
+            models.CheckConstraint(condition=Q(position__gte=1), name="action_position_positive"),
+            models.CheckConstraint(
+                condition=Q(type__in=ActionType.values), name="action_type_valid"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.position}. {self.name}"
+
+
+class SecretReference(models.Model):
+    """Where-used index: one row per (action, key) it references, kept in step with saves.
+
+    Not a foreign key to the key: an action that references a deleted key keeps the row,
+    so the usage of a deleted id can still be listed and the run fails clearly.
+    """
+
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="+")
+    action = models.ForeignKey(Action, on_delete=models.CASCADE, related_name="secret_references")
+    secret_key_id = models.UUIDField()
+    # The config fields that hold the reference, e.g. ["config.headers[0].value"].
+    fields = models.JSONField(default=list)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["action", "secret_key_id"], name="secretreference_unique_per_action"
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["organization", "secret_key_id"], name="secretreference_key"),
+        ]
+
+
+class Run(models.Model):
+    """One execution of an action or a whole workflow. Everything stored is redacted."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="runs")
+    workflow = models.ForeignKey(
+        Workflow, on_delete=models.SET_NULL, null=True, blank=True, related_name="runs"
+    )
+    # Set when a single action was executed; None for a whole-workflow run.
+    action = models.ForeignKey(
+        Action, on_delete=models.SET_NULL, null=True, blank=True, related_name="runs"
+    )
+    status = models.CharField(max_length=10, choices=RunStatus.choices)
+    triggered_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    inputs = models.JSONField(default=dict, blank=True)
+    started_at = models.DateTimeField()
+    finished_at = models.DateTimeField()
+    duration_ms = models.PositiveIntegerField()
+
+    class Meta:
+        ordering = ["-started_at"]
+        indexes = [
+            models.Index(fields=["organization", "-started_at"], name="run_org_started"),
+            models.Index(fields=["workflow", "-started_at"], name="run_workflow_started"),
+        ]
+
+
+class RunStep(models.Model):
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="steps")
+    position = models.PositiveIntegerField()
+    action = models.ForeignKey(
+        Action, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    name = models.CharField(max_length=NAME_MAX_LENGTH)
+    type = models.CharField(max_length=20, choices=ActionType.choices)
+    status = models.CharField(max_length=10, choices=RunStatus.choices)
+    # The action's config as it was run: references as written, never their values.
+    config = models.JSONField(default=dict)
+    output = models.JSONField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    duration_ms = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["run_id", "position"]

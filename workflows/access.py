@@ -1,0 +1,84 @@
+"""Who may see, edit and run workflows, actions and runs.
+
+Every member of the organization (viewers included) sees and runs its workflows; admins
+and members edit them. A foreign or unknown object is a 404, a visible one without the
+right a 403 — as for keys (``secretsapp.access``).
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import TYPE_CHECKING
+
+from django.core.exceptions import PermissionDenied
+from django.http import Http404
+
+from secretsapp.access import as_id
+from secretsapp.models import Membership, get_membership
+from workflows.models import Action, Run, Workflow
+
+if TYPE_CHECKING:
+    from secretsapp.access import AnyUser
+
+
+def _membership(user: AnyUser) -> Membership:
+    membership = get_membership(user)
+    if membership is None:
+        raise Http404("Not found.")
+    return membership
+
+
+def require_member_of(user: AnyUser, organization_id: int) -> Membership:
+    """Any member (viewers too) of that organization; others get a 404."""
+    membership = _membership(user)
+    if membership.organization_id != organization_id:
+        raise Http404("Not found.")
+    return membership
+
+
+def require_edit(user: AnyUser) -> Membership:
+    membership = _membership(user)
+    if not membership.can_edit:
+        raise PermissionDenied("Viewers can run workflows but not change them.")
+    return membership
+
+
+def get_workflow_for_user(user: AnyUser, workflow_id: object, need: str = "view") -> Workflow:
+    membership = _membership(user)
+    workflow_id = as_id(workflow_id)
+    if workflow_id is None:
+        raise Http404("No such workflow.")
+    try:
+        workflow = Workflow.objects.get(pk=workflow_id, organization_id=membership.organization_id)
+    except Workflow.DoesNotExist:
+        raise Http404("No such workflow.") from None
+    if need == "edit":
+        require_edit(user)
+    return workflow
+
+
+def get_action_for_user(user: AnyUser, action_id: object, need: str = "view") -> Action:
+    membership = _membership(user)
+    action_id = as_id(action_id)
+    if action_id is None:
+        raise Http404("No such action.")
+    try:
+        action = Action.objects.select_related("workflow").get(
+            pk=action_id, workflow__organization_id=membership.organization_id
+        )
+    except Action.DoesNotExist:
+        raise Http404("No such action.") from None
+    if need == "edit":
+        require_edit(user)
+    return action
+
+
+def get_run_for_user(user: AnyUser, run_id: object) -> Run:
+    membership = _membership(user)
+    try:
+        run_uuid = uuid.UUID(str(run_id))
+        return Run.objects.prefetch_related("steps").get(
+            pk=run_uuid, organization_id=membership.organization_id
+        )
+    except (ValueError, Run.DoesNotExist):
+        raise Http404("No such run.") from None
