@@ -263,5 +263,9 @@ LOGGING = {
         # Replaces Django's default "django" logger, which would print every line twice.
         "django": {"handlers": ["console"], "level": "INFO", "propagate": False},
         "django.utils.autoreload": {"level": "WARNING"},
+        # httpx logs every request URL at INFO, and a URL may hold a secret value (an API
+        # key in the query string) on its way out. Warnings and errors still get through.
+        "httpx": {"level": "WARNING"},
+        "httpcore": {"level": "WARNING"},
     },
 }

@@ -13,6 +13,7 @@ from typing import Any
 
 from django.core.exceptions import ValidationError
 
+from workflows.http import TOKEN_PATTERN
 from workflows.references import InvalidReference, Reference, parse
 
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
@@ -24,8 +25,6 @@ MAX_ROW_NAME = 256
 MAX_ROW_VALUE = 8_192
 MAX_RAW_BODY = 1_048_576
 MAX_CODE = 100_000
-# RFC 9110 token characters: what a header name may be made of.
-_HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _VARIABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,99}")
 _ANY_REFERENCE = re.compile(r"\{\{.*?\}\}", re.DOTALL)
 
@@ -83,7 +82,7 @@ class _Collector:
             name = self.text(
                 row.get("name"), f"{row_field}.name", max_length=MAX_ROW_NAME, required=True
             )
-            if name is not None and header_names and not _HEADER_NAME.fullmatch(name):
+            if name is not None and header_names and not TOKEN_PATTERN.fullmatch(name):
                 self.error(f"{row_field}.name", "is not a valid header name.")
             row_value = self.templated(
                 row.get("value", ""), f"{row_field}.value", max_length=MAX_ROW_VALUE
