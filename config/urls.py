@@ -7,6 +7,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import SimpleRouter
 
 from secretsapp.api import views as secrets_api
+from workflows.api import views as workflows_api
 
 admin.site.site_header = "Secret Keys administration"
 admin.site.site_title = "Secret Keys admin"
@@ -17,6 +18,9 @@ api.register("members", secrets_api.MemberViewSet, basename="member")
 api.register("groups", secrets_api.GroupViewSet, basename="group")
 api.register("secrets", secrets_api.SecretKeyViewSet, basename="secret")
 api.register("audit-events", secrets_api.AuditEventViewSet, basename="audit-event")
+api.register("workflows", workflows_api.WorkflowViewSet, basename="workflow")
+api.register("actions", workflows_api.ActionViewSet, basename="action")
+api.register("runs", workflows_api.RunViewSet, basename="run")
 
 api_v1 = [
     path("auth/token/", secrets_api.ObtainTokenView.as_view(), name="token"),

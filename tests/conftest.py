@@ -1,6 +1,11 @@
 from __future__ import annotations
 
+import base64
+import json
+import threading
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import quote, unquote
 
 import pytest
 from django.contrib.auth.models import AbstractBaseUser
@@ -110,3 +115,73 @@ def code_action(code: str = "return 1", language: str = "python", **variables: s
         "code": code,
         "variables": [{"name": name, "value": value} for name, value in variables.items()],
     }
+
+
+class _EchoHandler(BaseHTTPRequestHandler):
+    """Answers with what it received, so tests can see what left the app.
+
+    /echo → JSON {method, path, query, headers, body}; /raw → the Authorization header and
+    body as plain text, raw, URL-encoded and base64 (a target that leaks what it got);
+    /status/<code> → that status; /redirect?to=<url> → 302 to it.
+    """
+
+    def _answer(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length).decode("utf-8", "replace") if length else ""
+        path, _, query = self.path.partition("?")
+        self.server.requests.append(
+            {
+                "method": self.command,
+                "path": path,
+                "query": query,
+                "headers": dict(self.headers),
+                "body": body,
+            }
+        )
+        if path.startswith("/status/"):
+            self._send(int(path.rsplit("/", 1)[1]), "application/json", b'{"error": "as asked"}')
+        elif path == "/redirect":
+            self.send_response(302)
+            self.send_header("Location", unquote(query.removeprefix("to=")))
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+        elif path == "/raw":
+            leaked = self.headers.get("Authorization", "") + "|" + body + "|" + unquote(query)
+            text = "\n".join(
+                [leaked, quote(leaked, safe=""), base64.b64encode(leaked.encode()).decode()]
+            )
+            self._send(200, "text/plain", text.encode())
+        else:
+            echo = {
+                "method": self.command,
+                "path": path,
+                "query": query,
+                "headers": dict(self.headers),
+                "body": body,
+            }
+            self._send(200, "application/json", json.dumps(echo).encode())
+
+    def _send(self, status: int, content_type: str, payload: bytes) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _answer
+
+    def log_message(self, format, *args) -> None:  # keep test output clean
+        pass
+
+
+@pytest.fixture
+def echo_server():
+    """A real HTTP server on 127.0.0.1 (allowed by EGRESS_ALLOWED_HOSTS in tests)."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _EchoHandler)
+    server.requests = []
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    server.url = f"http://127.0.0.1:{server.server_address[1]}"
+    yield server
+    server.shutdown()
+    server.server_close()

@@ -180,6 +180,25 @@ class SecretKeySerializer(serializers.Serializer):
         )
 
 
+class SecretKeyWriteResultSerializer(SecretKeySerializer):
+    warnings = serializers.ListField(
+        child=serializers.CharField(),
+        read_only=True,
+        help_text="E.g. a value too short to be redacted reliably from run outputs.",
+    )
+
+
+class SecretKeyUsageSerializer(serializers.Serializer):
+    """One action that references the key, with its workflow and the fields holding it."""
+
+    workflow_id = serializers.IntegerField(source="action.workflow_id")
+    workflow_name = serializers.CharField(source="action.workflow.name")
+    action_id = serializers.IntegerField(source="action.id")
+    action_name = serializers.CharField(source="action.name")
+    action_position = serializers.IntegerField(source="action.position")
+    fields = serializers.ListField(child=serializers.CharField())
+
+
 # --- Audit -------------------------------------------------------------------------------
 
 

@@ -15,6 +15,7 @@ from django.db.models.functions import Lower
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import exceptions, mixins, status, viewsets
+from rest_framework.decorators import action as route
 from rest_framework.authtoken.models import Token
 from rest_framework.filters import SearchFilter
 from rest_framework.permissions import AllowAny, IsAuthenticated
@@ -33,11 +34,14 @@ from secretsapp.api.serializers import (
     MemberCreateSerializer,
     MemberSerializer,
     SecretKeySerializer,
+    SecretKeyUsageSerializer,
+    SecretKeyWriteResultSerializer,
     TokenRequestSerializer,
     TokenSerializer,
 )
 from secretsapp.api.throttles import FailedLoginByAddressThrottle, FailedLoginByUsernameThrottle
 from secretsapp.models import AuditEvent, Membership, OrganizationGroup, SecretKey, get_membership
+from workflows.services import usage_of
 
 WRITE_METHODS = ["get", "post", "patch", "delete", "head", "options"]
 IF_MATCH = OpenApiParameter(
@@ -166,7 +170,7 @@ class SecretKeyViewSet(viewsets.ModelViewSet):
         )
 
     def get_object(self) -> SecretKey:
-        need = "manage" if self.action in ("partial_update", "destroy") else "use"
+        need = "manage" if self.action in ("partial_update", "destroy", "usage") else "use"
         return access.get_secret_for_user(
             self.request.user,
             self.kwargs["pk"],
@@ -181,30 +185,51 @@ class SecretKeyViewSet(viewsets.ModelViewSet):
         header = self.request.headers.get("If-Match")
         return header.strip() if header else None
 
-    def _respond(self, secret_key: SecretKey, status_code: int = status.HTTP_200_OK) -> Response:
+    def _respond(
+        self, secret_key: SecretKey, status_code: int = status.HTTP_200_OK, warnings=()
+    ) -> Response:
         # Re-read with can_use/can_manage and grants, as the list shows them.
         fresh = access.get_secret_for_user(
             self.request.user, secret_key.pk, queryset=SecretKey.objects.with_grants()
         )
-        response = Response(self.get_serializer(fresh).data, status=status_code)
+        data = self.get_serializer(fresh).data
+        if status_code == status.HTTP_201_CREATED or self.action == "partial_update":
+            data["warnings"] = list(warnings)
+        response = Response(data, status=status_code)
         response["ETag"] = fresh.etag
         return response
 
     def retrieve(self, request, *args: Any, **kwargs: Any) -> Response:
         return self._respond(self.get_object())
 
+    @extend_schema(responses={201: SecretKeyWriteResultSerializer})
     def create(self, request, *args: Any, **kwargs: Any) -> Response:
         serializer = self.get_serializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        return self._respond(serializer.save(), status.HTTP_201_CREATED)
+        warnings = services.value_warnings(serializer.validated_data["value"])
+        return self._respond(serializer.save(), status.HTTP_201_CREATED, warnings)
+
+    @extend_schema(responses={200: SecretKeyWriteResultSerializer})
+    def partial_update(self, request, *args: Any, **kwargs: Any) -> Response:
+        return super().partial_update(request, *args, **kwargs)
 
     def update(self, request, *args: Any, **kwargs: Any) -> Response:
         serializer = self.get_serializer(self.get_object(), data=request.data, partial=True)
         serializer.is_valid(raise_exception=True)
-        return self._respond(serializer.save())
+        value = serializer.validated_data.get("value")
+        warnings = services.value_warnings(value) if value is not None else []
+        return self._respond(serializer.save(), warnings=warnings)
 
     def perform_destroy(self, instance: SecretKey) -> None:
         services.delete_secret_key(self.request.user, instance, expected_etag=self._if_match())
+
+    @extend_schema(responses={200: SecretKeyUsageSerializer(many=True)})
+    @route(detail=True, methods=["get"], pagination_class=None, filter_backends=[])
+    def usage(self, request, pk: str | None = None) -> Response:
+        """The actions (and their workflows) that reference this key — before a rename or
+        a delete, to see what it affects. Needs Manage."""
+        references = usage_of(self.get_object())
+        return Response(SecretKeyUsageSerializer(references, many=True).data)
 
 
 @extend_schema_view(

@@ -76,7 +76,9 @@ def test_create_returns_the_key_without_value(personas: Personas):
     )
     assert response.status_code == 201, response.content
     body = response.json()
-    assert set(body) == CONTRACT_FIELDS
+    # Writes also say what the user should know about the value they saved.
+    assert set(body) == CONTRACT_FIELDS | {"warnings"}
+    assert body["warnings"] == []
     assert (body["can_use"], body["can_manage"], body["version"]) == (True, True, 1)
     assert body["grants"][0]["principal_name"] == "Platform"
     assert response["ETag"]

@@ -1,0 +1,156 @@
+"""Serializers of /api/v1/ for workflows, actions and runs. Writes go to the services."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rest_framework import serializers
+
+from secretsapp.api.conventions import StrictCharField
+from secretsapp.models import NAME_MAX_LENGTH
+from workflows import services
+from workflows.models import Action, ActionType, Run, RunStatus, RunStep, Workflow
+
+
+class ActionSerializer(serializers.ModelSerializer):
+    workflow = serializers.PrimaryKeyRelatedField(queryset=Workflow.objects.none())
+    name = StrictCharField(max_length=NAME_MAX_LENGTH)
+    type = serializers.ChoiceField(choices=ActionType.choices)
+    position = serializers.IntegerField(
+        min_value=1,
+        max_value=services.MAX_ACTIONS,
+        required=False,
+        help_text="1-based place in the workflow; default: last.",
+    )
+    config = serializers.JSONField(
+        help_text="See “Action config”: send_api_request {method, url, query, headers, body}; "
+        "run_code {language, code, variables}. Strings may hold {{secret:<id>}}, "
+        "{{inputs.<name>}} and {{steps.<n>.<path>}}."
+    )
+
+    class Meta:
+        model = Action
+        fields = ["id", "workflow", "name", "type", "position", "config"]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        request = self.context.get("request")
+        membership = (
+            getattr(getattr(request, "user", None), "membership", None) if request else None
+        )
+        if membership is not None:
+            self.fields["workflow"].queryset = Workflow.objects.filter(
+                organization_id=membership.organization_id
+            )
+
+    def validate(self, data: dict[str, Any]) -> dict[str, Any]:
+        if self.instance is not None:
+            for field in ("workflow", "type"):
+                if field in data and data[field] != getattr(self.instance, field):
+                    raise serializers.ValidationError(
+                        {field: "cannot be changed; create a new action instead."}
+                    )
+        return data
+
+    def create(self, validated_data: dict[str, Any]) -> Action:
+        return services.create_action(
+            self.context["request"].user,
+            validated_data["workflow"],
+            name=validated_data["name"],
+            action_type=validated_data["type"],
+            config=validated_data["config"],
+            position=validated_data.get("position"),
+        )
+
+    def update(self, instance: Action, validated_data: dict[str, Any]) -> Action:
+        return services.update_action(
+            self.context["request"].user,
+            instance,
+            name=validated_data.get("name", services.UNSET),
+            config=validated_data.get("config", services.UNSET),
+            position=validated_data.get("position", services.UNSET),
+        )
+
+
+class WorkflowSerializer(serializers.ModelSerializer):
+    name = StrictCharField(max_length=NAME_MAX_LENGTH)
+    inputs = serializers.ListField(
+        child=StrictCharField(max_length=100),
+        max_length=services.MAX_INPUTS,
+        required=False,
+        help_text="Names of the trigger inputs ({{inputs.<name>}}).",
+    )
+    actions = ActionSerializer(many=True, read_only=True)
+
+    class Meta:
+        model = Workflow
+        fields = ["id", "name", "inputs", "actions"]
+
+    def create(self, validated_data: dict[str, Any]) -> Workflow:
+        return services.create_workflow(
+            self.context["request"].user,
+            name=validated_data["name"],
+            inputs=validated_data.get("inputs", []),
+        )
+
+    def update(self, instance: Workflow, validated_data: dict[str, Any]) -> Workflow:
+        return services.update_workflow(
+            self.context["request"].user,
+            instance,
+            name=validated_data.get("name", services.UNSET),
+            inputs=validated_data.get("inputs", services.UNSET),
+        )
+
+
+class RunRequestSerializer(serializers.Serializer):
+    inputs = serializers.DictField(
+        child=serializers.JSONField(),
+        required=False,
+        default=dict,
+        help_text="Values of the workflow's trigger inputs, by name.",
+    )
+
+
+class RunStepSerializer(serializers.ModelSerializer):
+    action = serializers.IntegerField(source="action_id", read_only=True, allow_null=True)
+    status = serializers.ChoiceField(choices=RunStatus.choices, read_only=True)
+    type = serializers.ChoiceField(choices=ActionType.choices, read_only=True)
+    output = serializers.JSONField(read_only=True, allow_null=True)
+
+    class Meta:
+        model = RunStep
+        fields = ["position", "action", "name", "type", "status", "output", "error"]
+
+
+class RunSerializer(serializers.ModelSerializer):
+    workflow = serializers.IntegerField(source="workflow_id", read_only=True, allow_null=True)
+    action = serializers.IntegerField(source="action_id", read_only=True, allow_null=True)
+    triggered_by = serializers.IntegerField(
+        source="triggered_by_id", read_only=True, allow_null=True
+    )
+    status = serializers.ChoiceField(choices=RunStatus.choices, read_only=True)
+    inputs = serializers.JSONField(read_only=True)
+    steps = RunStepSerializer(many=True, read_only=True)
+
+    class Meta:
+        model = Run
+        fields = [
+            "id",
+            "workflow",
+            "action",
+            "status",
+            "triggered_by",
+            "inputs",
+            "started_at",
+            "finished_at",
+            "duration_ms",
+            "steps",
+        ]
+
+
+class ExecuteResultSerializer(serializers.Serializer):
+    run_id = serializers.UUIDField()
+    status = serializers.ChoiceField(choices=RunStatus.choices)
+    output = serializers.JSONField(allow_null=True)
+    error = serializers.CharField(allow_blank=True)
+    duration_ms = serializers.IntegerField()

@@ -1,0 +1,289 @@
+"""Executing actions and workflows (DESIGN.md, "Executing an action").
+
+1. The caller must hold Use on every referenced key *now*; a deleted or forbidden key
+   fails its step with a clear error that names the reference, never a value.
+2. Only the keys this run needs are decrypted, in one query.
+3. Steps run in order; each output feeds later steps; a failed step ends the run.
+4. Everything kept or returned — outputs, errors, logs, the inputs and the configs as run —
+   goes through one ``Redactor`` built from the values the run decrypted.
+5. The run, its steps, one ``used`` audit event per key and the keys' last-used time are
+   written in one transaction.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import httpx
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.utils import timezone
+
+from secretsapp import services as secret_services
+from secretsapp.fields import SecretDecryptionError
+from secretsapp.models import SecretKey
+from workflows import access, http, sandbox
+from workflows.configs import clean_config
+from workflows.egress import EgressRefused
+from workflows.models import Action, ActionType, Run, RunStatus, RunStep, Workflow
+from workflows.redaction import Redactor
+from workflows.references import Context, Encoding, InvalidReference, Kind, resolve, resolve_value
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import AbstractBaseUser
+
+MAX_INPUTS_SIZE = 65_536
+
+
+class StepFailed(Exception):
+    """A step could not run; the message is safe to show (it is redacted anyway)."""
+
+
+@dataclass
+class _Secrets:
+    """The keys of one run: values the caller may use, and why the others are missing."""
+
+    values: dict[uuid.UUID, tuple[str, str]] = field(default_factory=dict)  # id → (name, value)
+    problems: dict[uuid.UUID, str] = field(default_factory=dict)
+
+
+@dataclass
+class _TrackingContext(Context):
+    used: set[uuid.UUID] = field(default_factory=set)
+
+
+def execute_action(actor: AbstractBaseUser, action: Action, inputs: Any) -> Run:
+    """Run one action on its own (its step references cannot be resolved: none ran)."""
+    return _run(actor, action.workflow, [action], inputs, single_action=action)
+
+
+def run_workflow(actor: AbstractBaseUser, workflow: Workflow, inputs: Any) -> Run:
+    return _run(actor, workflow, list(workflow.actions.all()), inputs, single_action=None)
+
+
+def _clean_inputs(workflow: Workflow, inputs: Any) -> dict[str, Any]:
+    if inputs is None:
+        return {}
+    if not isinstance(inputs, dict):
+        raise ValidationError({"inputs": ["Give the inputs as an object of name → value."]})
+    unknown = sorted(set(inputs) - set(workflow.inputs))
+    if unknown:
+        raise ValidationError(
+            {
+                "inputs": [
+                    f"Unknown input(s): {', '.join(unknown)}. This workflow takes: "
+                    f"{', '.join(workflow.inputs) or 'no inputs'}."
+                ]
+            }
+        )
+    if len(repr(inputs)) > MAX_INPUTS_SIZE:
+        raise ValidationError(
+            {"inputs": [f"Inputs are limited to {MAX_INPUTS_SIZE:,} characters."]}
+        )
+    return inputs
+
+
+def _load_secrets(
+    actor: AbstractBaseUser, organization_id: int, secret_ids: set[uuid.UUID]
+) -> _Secrets:
+    """Decrypt the keys the caller may Use; explain the others (deleted or forbidden)."""
+    secrets = _Secrets()
+    if not secret_ids:
+        return secrets
+    try:
+        # defer(None) loads the value in the same query: one query for any number of keys.
+        for secret_key in SecretKey.objects.for_user(actor).filter(pk__in=secret_ids).defer(None):
+            secrets.values[secret_key.pk] = (secret_key.name, secret_key.value)
+    except SecretDecryptionError as error:
+        for secret_id in secret_ids:
+            secrets.problems[secret_id] = str(error)
+        secrets.values.clear()
+        return secrets
+    missing = secret_ids - set(secrets.values)
+    if missing:
+        forbidden = SecretKey.objects.filter(organization_id=organization_id, pk__in=missing)
+        for secret_key in forbidden:
+            secret_services.record_denial(actor, secret_key, "use")
+            secrets.problems[secret_key.pk] = (
+                f"{{{{secret:{secret_key.pk}}}}} is a secret key you may not use."
+            )
+        for secret_id in missing - set(secrets.problems):
+            secrets.problems[secret_id] = f"{{{{secret:{secret_id}}}}} was deleted."
+    return secrets
+
+
+def _run(
+    actor: AbstractBaseUser,
+    workflow: Workflow,
+    actions: list[Action],
+    inputs: Any,
+    single_action: Action | None,
+) -> Run:
+    access.require_member_of(actor, workflow.organization_id)
+    inputs = _clean_inputs(workflow, inputs)
+    parsed = [(action, clean_config(action.type, action.config)[1]) for action in actions]
+    secret_ids = {
+        reference.secret_id
+        for _, references in parsed
+        for _, reference in references
+        if reference.kind is Kind.SECRET
+    }
+    secrets = _load_secrets(actor, workflow.organization_id, secret_ids)
+    redactor = Redactor(secrets.values.values())
+    context = _TrackingContext(
+        secrets={secret_id: value for secret_id, (_, value) in secrets.values.items()},
+        inputs=inputs,
+        steps=[],
+    )
+
+    started_at = timezone.now()
+    run_started = time.monotonic()
+    steps: list[RunStep] = []
+    for action, references in parsed:
+        step_started = time.monotonic()
+        output: Any = None
+        error = ""
+        try:
+            for field_name, reference in references:
+                if reference.kind is Kind.SECRET and reference.secret_id in secrets.problems:
+                    raise StepFailed(f"{field_name}: {secrets.problems[reference.secret_id]}")
+            output = _run_step(action, context)
+            status = RunStatus.SUCCEEDED
+        except sandbox.SandboxError as failure:
+            status, error = RunStatus.FAILED, failure.message
+            output = {"result": None, "logs": failure.logs}
+        except (StepFailed, InvalidReference, EgressRefused, http.HttpActionError) as failure:
+            status, error = RunStatus.FAILED, str(failure)
+        context.steps.append(output)
+        steps.append(
+            RunStep(
+                position=len(steps) + 1 if single_action is None else action.position,
+                action=action,
+                name=action.name,
+                type=action.type,
+                status=status,
+                config=redactor.redact(action.config),
+                output=redactor.redact(output),
+                error=redactor.redact_text(error),
+                duration_ms=_milliseconds_since(step_started),
+            )
+        )
+        if status == RunStatus.FAILED:
+            break
+
+    failed = any(step.status == RunStatus.FAILED for step in steps)
+    return _record(
+        actor,
+        Run(
+            organization_id=workflow.organization_id,
+            workflow=workflow,
+            action=single_action,
+            status=RunStatus.FAILED if failed else RunStatus.SUCCEEDED,
+            triggered_by=actor,
+            inputs=redactor.redact(inputs),
+            started_at=started_at,
+            finished_at=timezone.now(),
+            duration_ms=_milliseconds_since(run_started),
+        ),
+        steps,
+        {secret_id: secrets.values[secret_id][0] for secret_id in context.used},
+    )
+
+
+def _milliseconds_since(start: float) -> int:
+    return int((time.monotonic() - start) * 1000)
+
+
+def _record(
+    actor: AbstractBaseUser, run: Run, steps: list[RunStep], used: dict[uuid.UUID, str]
+) -> Run:
+    with transaction.atomic():
+        run.save(force_insert=True)
+        for step in steps:
+            step.run = run
+        RunStep.objects.bulk_create(steps)
+        secret_services.record_key_uses(actor, run.organization_id, used, run.pk, run.finished_at)
+    run.recorded_steps = steps
+    return run
+
+
+# --- Steps -------------------------------------------------------------------------------
+
+
+def _run_step(action: Action, context: _TrackingContext) -> Any:
+    config = action.config
+    _track_secrets(action, context)
+    if action.type == ActionType.SEND_API_REQUEST:
+        return _send_api_request(config, context)
+    if action.type == ActionType.RUN_CODE:
+        variables = {
+            variable["name"]: resolve_value(
+                variable["value"], context, f"config.variables[{index}].value"
+            )
+            for index, variable in enumerate(config["variables"])
+        }
+        return sandbox.run_code(config["language"], config["code"], variables)
+    raise StepFailed(f"Unknown action type “{action.type}”.")
+
+
+def _track_secrets(action: Action, context: _TrackingContext) -> None:
+    """The keys this step resolves count as used by the run (one audit event each)."""
+    for _, reference in clean_config(action.type, action.config)[1]:
+        if reference.kind is Kind.SECRET and reference.secret_id in context.secrets:
+            context.used.add(reference.secret_id)
+
+
+def _resolve_url(url: str, context: Context) -> str:
+    """A reference that starts the URL is its base (e.g. a whole webhook URL kept as a
+    key) and goes in as is; everywhere else a value is percent-encoded, so it cannot add
+    a path, a query or a host."""
+    if url.startswith("{{"):
+        end = url.index("}}") + 2
+        return resolve(url[:end], context, "config.url", Encoding.PLAIN) + resolve(
+            url[end:], context, "config.url", Encoding.URL
+        )
+    return resolve(url, context, "config.url", Encoding.URL)
+
+
+def _send_api_request(config: dict, context: Context) -> dict:
+    url = _resolve_url(config["url"], context)
+    query = [
+        (
+            row["name"],
+            resolve(row["value"], context, f"config.query[{index}].value", Encoding.PLAIN),
+        )
+        for index, row in enumerate(config["query"])
+    ]
+    headers = [
+        (
+            row["name"],
+            resolve(row["value"], context, f"config.headers[{index}].value", Encoding.HEADER),
+        )
+        for index, row in enumerate(config["headers"])
+    ]
+    body = config["body"]
+    content: bytes | None = None
+    if body["type"] == "fields":
+        content = json.dumps(
+            {
+                row["name"]: resolve(
+                    row["value"], context, f"config.body.fields[{index}].value", Encoding.PLAIN
+                )
+                for index, row in enumerate(body["fields"])
+            }
+        ).encode()
+    elif body["type"] == "raw":
+        content = resolve(body["raw"], context, "config.body.raw", Encoding.JSON).encode()
+    if content is not None and not any(name.lower() == "content-type" for name, _ in headers):
+        headers.append(("Content-Type", "application/json"))
+    if query:
+        url = _with_query(url, query)
+    return http.send_request(config["method"], url, headers=headers, content=content)
+
+
+def _with_query(url: str, query: list[tuple[str, str]]) -> str:
+    return str(httpx.URL(url).copy_merge_params(query))
