@@ -128,7 +128,7 @@ def record_key_uses(
 # --- Validation helpers ------------------------------------------------------------------
 
 
-def _clean_name(name: object, field: str = "name") -> str:
+def clean_name(name: object, field: str = "name") -> str:
     if not isinstance(name, str):
         raise ValidationError({field: "Enter a name."})
     name = name.strip()
@@ -290,7 +290,7 @@ def create_secret_key(
     errors: dict[str, Any] = {}
     cleaned: dict[str, Any] = {}
     for field, clean, raw in (
-        ("name", _clean_name, name),
+        ("name", clean_name, name),
         ("value", _clean_value, value),
         ("access", _clean_access, access_level),
     ):
@@ -355,7 +355,7 @@ def update_secret_key(
         errors: dict[str, Any] = {}
         cleaned: dict[str, Any] = {}
         for field, clean, raw in (
-            ("name", _clean_name, name),
+            ("name", clean_name, name),
             ("value", _clean_value, value),
             ("access", _clean_access, access_level),
         ):
@@ -582,7 +582,7 @@ def create_organization(
     """A new organization with its first admin. Used by the command line and superusers."""
     errors: dict[str, Any] = {}
     try:
-        name = _clean_name(name)
+        name = clean_name(name)
         if Organization.objects.filter(name__iexact=name).exists():
             raise ValidationError({"name": f"An organization named “{name}” already exists."})
     except ValidationError as error:
@@ -742,7 +742,7 @@ def create_group(
     access.require_admin(actor, organization)
     errors: dict[str, Any] = {}
     try:
-        name = _clean_name(name)
+        name = clean_name(name)
         _require_unique_group_name(organization, name)
     except ValidationError as error:
         errors.update(error.message_dict)
@@ -772,7 +772,7 @@ def update_group(
     errors: dict[str, Any] = {}
     if name is not UNSET:
         try:
-            name = _clean_name(name)
+            name = clean_name(name)
             _require_unique_group_name(organization, name, organization_group.pk)
         except ValidationError as error:
             errors.update(error.message_dict)

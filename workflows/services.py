@@ -17,7 +17,8 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
-from secretsapp.models import NAME_MAX_LENGTH, SecretKey
+from secretsapp.models import SecretKey
+from secretsapp.services import UNSET, clean_name
 from workflows import access
 from workflows.configs import clean_config
 from workflows.models import Action, ActionType, SecretReference, Workflow
@@ -29,22 +30,6 @@ if TYPE_CHECKING:
 MAX_INPUTS = 50
 MAX_ACTIONS = 50
 _INPUT_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,99}")
-
-
-class _Unset:
-    pass
-
-
-UNSET: Any = _Unset()
-
-
-def _clean_name(name: object, field: str = "name") -> str:
-    if not isinstance(name, str) or not name.strip():
-        raise ValidationError({field: ["Enter a name."]})
-    name = name.strip()
-    if len(name) > NAME_MAX_LENGTH:
-        raise ValidationError({field: [f"Use at most {NAME_MAX_LENGTH} characters."]})
-    return name
 
 
 def _clean_inputs(inputs: object) -> list[str]:
@@ -70,7 +55,7 @@ def create_workflow(actor: AbstractBaseUser, *, name: str, inputs: Any = ()) -> 
     membership = access.require_edit(actor)
     errors: dict[str, Any] = {}
     try:
-        name = _clean_name(name)
+        name = clean_name(name)
     except ValidationError as error:
         errors.update(error.message_dict)
     try:
@@ -93,7 +78,7 @@ def update_workflow(
         workflow = Workflow.objects.select_for_update().get(pk=workflow.pk)
         if name is not UNSET:
             try:
-                workflow.name = _clean_name(name)
+                workflow.name = clean_name(name)
             except ValidationError as error:
                 errors.update(error.message_dict)
         if inputs is not UNSET:
@@ -194,7 +179,7 @@ def _clean_action(
 ) -> tuple[str, dict, list[tuple[str, Reference]]]:
     errors: dict[str, Any] = {}
     try:
-        name = _clean_name(name)
+        name = clean_name(name)
     except ValidationError as error:
         errors.update(error.message_dict)
     references: list[tuple[str, Reference]] = []
