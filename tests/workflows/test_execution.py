@@ -327,3 +327,23 @@ def test_query_count_is_the_same_for_1_and_50_keys(
         assert run.status == "succeeded", run.recorded_steps[0].error
         counts.append(len(captured))
     assert counts[0] == counts[1]
+
+
+def test_a_wrong_encryption_key_fails_the_run_and_sends_no_ciphertext(
+    personas: Personas, workflow, echo_server, monkeypatch
+):
+    from cryptography.fernet import Fernet, MultiFernet
+    from encrypted_model_fields import fields as encrypted_fields
+
+    action = _action(
+        personas.member_use,
+        workflow,
+        http_action(
+            f"{echo_server.url}/echo", headers=[{"name": "X", "value": _ref(personas.team_key)}]
+        ),
+    )
+    monkeypatch.setattr(encrypted_fields, "CRYPTER", MultiFernet([Fernet(Fernet.generate_key())]))
+    run = execution.execute_action(personas.member_use, action, {})
+    assert run.status == "failed"
+    assert "cannot be decrypted" in run.recorded_steps[0].error
+    assert echo_server.requests == []
