@@ -50,8 +50,12 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
+# Browser tests run on their own: Playwright's event loop makes them need
+# DJANGO_ALLOW_ASYNC_UNSAFE, which must not switch off Django's check for the other tests.
 pytest: install
-	$(BIN)/pytest
+	$(BIN)/pytest -m "not browser"
+	DJANGO_ALLOW_ASYNC_UNSAFE=true $(BIN)/pytest -m browser tests/browser \
+	  --screenshot only-on-failure --output artifacts/playwright
 
 test: install system-deps lint pytest
 

@@ -102,7 +102,8 @@ def _send_api_request(config: dict, collector: _Collector) -> dict:
     method = config.get("method", "GET")
     if method not in METHODS:
         collector.error("config.method", f"must be one of {', '.join(METHODS)}.")
-    url = collector.templated(config.get("url"), "config.url", max_length=MAX_URL, required=True)
+    # An empty URL is a draft: it saves, and running it fails saying so.
+    url = collector.templated(config.get("url", ""), "config.url", max_length=MAX_URL)
     # A URL may start with a reference (a base URL input); otherwise it must be http(s).
     if url and not url.startswith("{{") and not re.match(r"https?://[^/\s]", url, re.IGNORECASE):
         collector.error("config.url", "must start with http:// or https://.")

@@ -250,6 +250,8 @@ def _resolve_url(url: str, context: Context) -> str:
 
 
 def _send_api_request(config: dict, context: Context) -> dict:
+    if not config["url"].strip():
+        raise StepFailed("config.url: enter the URL to send the request to.")
     url = _resolve_url(config["url"], context)
     query = [
         (

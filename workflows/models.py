@@ -7,6 +7,7 @@ import uuid
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
+from django.urls import reverse
 from django.utils import timezone
 
 from secretsapp.models import NAME_MAX_LENGTH, Organization
@@ -40,6 +41,9 @@ class Workflow(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    def get_absolute_url(self) -> str:
+        return reverse("workflows:edit", args=[self.pk])
 
 
 class Action(models.Model):

@@ -157,7 +157,7 @@ def server() -> Iterator[QuietServer]:
 
 
 @pytest.fixture
-def base_url(server: QuietServer) -> str:
+def server_url(server: QuietServer) -> str:
     return f"http://127.0.0.1:{server.server_port}"
 
 
@@ -239,10 +239,10 @@ def received_headers(echoed: dict) -> dict[str, str]:
 
 
 @pytest.mark.parametrize("method", ["GET", "POST", "PUT", "PATCH", "DELETE"])
-def test_each_method_reaches_the_server_as_sent(base_url, transport, method: str) -> None:
+def test_each_method_reaches_the_server_as_sent(server_url, transport, method: str) -> None:
     output = send(
         method,
-        f"{base_url}/echo/items?page=2&q=a%20b",
+        f"{server_url}/echo/items?page=2&q=a%20b",
         transport,
         headers=[("Content-Type", "application/json"), ("X-Custom", "yes")],
         content=b'{"name": "widget"}',
@@ -256,20 +256,20 @@ def test_each_method_reaches_the_server_as_sent(base_url, transport, method: str
     headers = received_headers(echoed)
     assert headers["x-custom"] == "yes"
     assert headers["content-type"] == "application/json"
-    assert headers["host"] == base_url.removeprefix("http://")
+    assert headers["host"] == server_url.removeprefix("http://")
 
 
-def test_method_is_case_insensitive(base_url, transport) -> None:
-    assert send("post", f"{base_url}/echo", transport)["body"]["method"] == "POST"
+def test_method_is_case_insensitive(server_url, transport) -> None:
+    assert send("post", f"{server_url}/echo", transport)["body"]["method"] == "POST"
 
 
-def test_unsupported_method_is_refused_before_connecting(base_url) -> None:
+def test_unsupported_method_is_refused_before_connecting(server_url) -> None:
     with pytest.raises(HttpActionError, match="TRACE"):
-        send("TRACE", f"{base_url}/echo", NoConnectionTransport())
+        send("TRACE", f"{server_url}/echo", NoConnectionTransport())
 
 
-def test_header_values_may_be_utf8(base_url, transport) -> None:
-    output = send("GET", f"{base_url}/echo", transport, headers=[("X-Name", "Zoë")])
+def test_header_values_may_be_utf8(server_url, transport) -> None:
+    output = send("GET", f"{server_url}/echo", transport, headers=[("X-Name", "Zoë")])
     # http.server decodes header bytes as latin-1.
     assert received_headers(output["body"])["x-name"] == "Zoë".encode().decode("latin-1")
 
@@ -277,14 +277,14 @@ def test_header_values_may_be_utf8(base_url, transport) -> None:
 # --- Response parsing ---------------------------------------------------------------------
 
 
-def test_json_response_is_parsed(base_url, transport) -> None:
-    output = send("GET", f"{base_url}/echo", transport)
+def test_json_response_is_parsed(server_url, transport) -> None:
+    output = send("GET", f"{server_url}/echo", transport)
     assert isinstance(output["body"], dict)
     assert output["headers"]["content-type"] == "application/json"
 
 
-def test_plus_json_response_is_parsed(base_url, transport) -> None:
-    output = send("GET", f"{base_url}/problem", transport)
+def test_plus_json_response_is_parsed(server_url, transport) -> None:
+    output = send("GET", f"{server_url}/problem", transport)
     assert output == {
         "status_code": 422,
         "headers": output["headers"],
@@ -292,33 +292,33 @@ def test_plus_json_response_is_parsed(base_url, transport) -> None:
     }
 
 
-def test_invalid_json_is_returned_as_text(base_url, transport) -> None:
-    assert send("GET", f"{base_url}/bad-json", transport)["body"] == '{"not": json'
+def test_invalid_json_is_returned_as_text(server_url, transport) -> None:
+    assert send("GET", f"{server_url}/bad-json", transport)["body"] == '{"not": json'
 
 
-def test_json_with_nan_is_returned_as_text(base_url, transport) -> None:
-    assert send("GET", f"{base_url}/nan-json", transport)["body"] == '{"value": NaN}'
+def test_json_with_nan_is_returned_as_text(server_url, transport) -> None:
+    assert send("GET", f"{server_url}/nan-json", transport)["body"] == '{"value": NaN}'
 
 
-def test_text_is_decoded_with_the_response_charset(base_url, transport) -> None:
-    assert send("GET", f"{base_url}/text", transport)["body"] == "café"
+def test_text_is_decoded_with_the_response_charset(server_url, transport) -> None:
+    assert send("GET", f"{server_url}/text", transport)["body"] == "café"
 
 
-def test_response_headers_are_lower_case_and_repeated_ones_joined(base_url, transport) -> None:
-    headers = send("GET", f"{base_url}/cookies", transport)["headers"]
+def test_response_headers_are_lower_case_and_repeated_ones_joined(server_url, transport) -> None:
+    headers = send("GET", f"{server_url}/cookies", transport)["headers"]
     assert headers["set-cookie"] == "a=1, b=2"
     assert headers["x-request-id"] == "abc"
     assert all(name == name.lower() for name in headers)
 
 
-def test_gzip_response_is_decoded(base_url, transport) -> None:
-    output = send("GET", f"{base_url}/gzip", transport)
+def test_gzip_response_is_decoded(server_url, transport) -> None:
+    output = send("GET", f"{server_url}/gzip", transport)
     assert output["body"] == {"compressed": True}
 
 
 @pytest.mark.parametrize("status", [404, 500])
-def test_error_statuses_are_results(base_url, transport, status: int) -> None:
-    output = send("GET", f"{base_url}/status/{status}", transport)
+def test_error_statuses_are_results(server_url, transport, status: int) -> None:
+    output = send("GET", f"{server_url}/status/{status}", transport)
     assert output["status_code"] == status
     assert output["body"] == f"status {status}"
 
@@ -326,23 +326,23 @@ def test_error_statuses_are_results(base_url, transport, status: int) -> None:
 # --- Limits and failures ------------------------------------------------------------------
 
 
-def test_body_at_the_size_limit_is_read(base_url, transport, settings) -> None:
+def test_body_at_the_size_limit_is_read(server_url, transport, settings) -> None:
     settings.HTTP_ACTION_MAX_RESPONSE_BYTES = 1000
-    assert send("GET", f"{base_url}/big?size=1000", transport)["body"] == "a" * 1000
+    assert send("GET", f"{server_url}/big?size=1000", transport)["body"] == "a" * 1000
 
 
 @pytest.mark.parametrize("path", ["/big?size=5000", "/stream?size=50000", "/gzip?size=1000000"])
-def test_body_over_the_size_limit_is_an_error(base_url, transport, settings, path: str) -> None:
+def test_body_over_the_size_limit_is_an_error(server_url, transport, settings, path: str) -> None:
     settings.HTTP_ACTION_MAX_RESPONSE_BYTES = 2000
     with pytest.raises(HttpActionError, match="larger than 2000 bytes"):
-        send("GET", f"{base_url}{path}", transport)
+        send("GET", f"{server_url}{path}", transport)
 
 
-def test_read_timeout_is_an_error_and_returns_fast(base_url, transport, settings) -> None:
+def test_read_timeout_is_an_error_and_returns_fast(server_url, transport, settings) -> None:
     settings.HTTP_ACTION_READ_TIMEOUT = 0.2
     started = time.monotonic()
     with pytest.raises(HttpActionError, match="Timed out waiting for 127.0.0.1:"):
-        send("GET", f"{base_url}/slow?seconds=1.5", transport)
+        send("GET", f"{server_url}/slow?seconds=1.5", transport)
     assert time.monotonic() - started < 1.0
 
 
@@ -383,25 +383,25 @@ def test_errors_do_not_quote_headers_or_body(transport) -> None:
     ],
 )
 def test_header_with_line_break_or_bad_name_is_refused_before_connecting(
-    base_url, name: str, value: str
+    server_url, name: str, value: str
 ) -> None:
     with pytest.raises(HttpActionError) as refusal:
-        send("GET", f"{base_url}/echo", NoConnectionTransport(), headers=[(name, value)])
+        send("GET", f"{server_url}/echo", NoConnectionTransport(), headers=[(name, value)])
     assert SECRET not in str(refusal.value)
 
 
 @pytest.mark.parametrize("name", ["Host", "content-length", "Transfer-Encoding"])
-def test_headers_the_sender_sets_are_refused(base_url, name: str) -> None:
+def test_headers_the_sender_sets_are_refused(server_url, name: str) -> None:
     with pytest.raises(HttpActionError, match="set automatically"):
-        send("GET", f"{base_url}/echo", NoConnectionTransport(), headers=[(name, "1")])
+        send("GET", f"{server_url}/echo", NoConnectionTransport(), headers=[(name, "1")])
 
 
 # --- Egress -------------------------------------------------------------------------------
 
 
-def test_loopback_is_refused_before_connecting_when_not_allowed(base_url) -> None:
+def test_loopback_is_refused_before_connecting_when_not_allowed(server_url) -> None:
     with pytest.raises(EgressRefused, match="loopback"):
-        send("GET", f"{base_url}/echo", NoConnectionTransport(), allowed=[])
+        send("GET", f"{server_url}/echo", NoConnectionTransport(), allowed=[])
 
 
 def test_connection_goes_to_the_checked_address_with_the_host_name(server, transport) -> None:
@@ -427,15 +427,15 @@ def test_connection_goes_to_the_checked_address_with_the_host_name(server, trans
 # --- Redirects ----------------------------------------------------------------------------
 
 
-def redirect_url(base_url: str, status: int, to: str) -> str:
-    return f"{base_url}/redirect?status={status}&to={quote(to, safe='')}"
+def redirect_url(server_url: str, status: int, to: str) -> str:
+    return f"{server_url}/redirect?status={status}&to={quote(to, safe='')}"
 
 
 @pytest.mark.parametrize("status", [301, 302, 303])
-def test_redirect_is_followed_as_get_without_body(base_url, transport, status: int) -> None:
+def test_redirect_is_followed_as_get_without_body(server_url, transport, status: int) -> None:
     output = send(
         "POST",
-        redirect_url(base_url, status, "/echo?after=redirect"),
+        redirect_url(server_url, status, "/echo?after=redirect"),
         transport,
         headers=[("Content-Type", "application/json"), ("X-Keep", "1")],
         content=b'{"a": 1}',
@@ -448,10 +448,10 @@ def test_redirect_is_followed_as_get_without_body(base_url, transport, status: i
 
 
 @pytest.mark.parametrize("status", [307, 308])
-def test_redirect_keeps_method_and_body(base_url, transport, status: int) -> None:
+def test_redirect_keeps_method_and_body(server_url, transport, status: int) -> None:
     output = send(
         "POST",
-        redirect_url(base_url, status, "/echo"),
+        redirect_url(server_url, status, "/echo"),
         transport,
         headers=[("Content-Type", "application/json")],
         content=b'{"a": 1}',
@@ -461,17 +461,17 @@ def test_redirect_keeps_method_and_body(base_url, transport, status: int) -> Non
     assert received_headers(echoed)["content-type"] == "application/json"
 
 
-def test_redirect_loop_stops_after_the_limit(base_url, transport, settings) -> None:
+def test_redirect_loop_stops_after_the_limit(server_url, transport, settings) -> None:
     settings.HTTP_ACTION_MAX_REDIRECTS = 3
     with pytest.raises(HttpActionError, match="Stopped after 3 redirects"):
-        send("GET", f"{base_url}/loop", transport)
+        send("GET", f"{server_url}/loop", transport)
     assert len(transport.requests) == 4
 
 
-def test_redirects_up_to_the_limit_are_followed(base_url, transport, settings) -> None:
+def test_redirects_up_to_the_limit_are_followed(server_url, transport, settings) -> None:
     settings.HTTP_ACTION_MAX_REDIRECTS = 2
-    second = redirect_url(base_url, 302, "/echo")
-    output = send("GET", redirect_url(base_url, 302, second), transport)
+    second = redirect_url(server_url, 302, "/echo")
+    output = send("GET", redirect_url(server_url, 302, second), transport)
     assert output["body"]["path"] == "/echo"
 
 
@@ -487,18 +487,18 @@ def test_redirects_up_to_the_limit_are_followed(base_url, transport, settings) -
     ],
 )
 def test_redirect_to_a_forbidden_address_is_refused_without_connecting(
-    base_url, transport, location: str, reason: str
+    server_url, transport, location: str, reason: str
 ) -> None:
     with pytest.raises(EgressRefused, match=reason):
-        send("GET", redirect_url(base_url, 302, location), transport)
+        send("GET", redirect_url(server_url, 302, location), transport)
     assert [request.url.path for request in transport.requests] == ["/redirect"]
 
 
-def test_redirect_to_another_host_drops_credentials(server, base_url, transport) -> None:
+def test_redirect_to_another_host_drops_credentials(server, server_url, transport) -> None:
     other_host = f"http://api.test:{server.server_port}/echo"
     output = send(
         "GET",
-        redirect_url(base_url, 302, other_host),
+        redirect_url(server_url, 302, other_host),
         transport,
         headers=[("Authorization", f"Bearer {SECRET}"), ("Cookie", "id=1"), ("X-Keep", "1")],
         allowed=["127.0.0.1", "api.test"],
@@ -510,10 +510,10 @@ def test_redirect_to_another_host_drops_credentials(server, base_url, transport)
     assert headers["host"] == f"api.test:{server.server_port}"
 
 
-def test_redirect_on_the_same_host_keeps_credentials(base_url, transport) -> None:
+def test_redirect_on_the_same_host_keeps_credentials(server_url, transport) -> None:
     output = send(
         "GET",
-        redirect_url(base_url, 307, "/echo"),
+        redirect_url(server_url, 307, "/echo"),
         transport,
         headers=[("Authorization", f"Bearer {SECRET}")],
     )

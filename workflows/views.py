@@ -1,0 +1,281 @@
+"""Pages: workflows list, the builder, running a workflow, runs."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.paginator import Paginator
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_POST
+
+from secretsapp.models import SecretKey, get_membership
+from workflows import access, execution, services
+from workflows.configs import METHODS
+from workflows.forms import ROW_KINDS, config_from_post, errors_by_field, rows_for_display
+from workflows.models import Action, ActionType, Run, Workflow
+
+_SECRET_IN_TEXT = re.compile(r"\{\{\s*secret:([0-9a-fA-F-]{36})\s*\}\}")
+
+
+def _require_member(request: HttpRequest):
+    membership = get_membership(request.user)
+    if membership is None:
+        raise PermissionDenied("You are not a member of an organization.")
+    return membership
+
+
+@login_required
+def workflow_list(request: HttpRequest) -> HttpResponse:
+    membership = _require_member(request)
+    workflows = (
+        Workflow.objects.filter(organization_id=membership.organization_id)
+        .prefetch_related("actions")
+        .order_by("name", "id")
+    )
+    return render(
+        request, "workflows/workflow_list.html", {"workflows": workflows, "nav": "workflows"}
+    )
+
+
+@login_required
+@require_POST
+def workflow_create(request: HttpRequest) -> HttpResponse:
+    _require_member(request)
+    inputs = [name.strip() for name in request.POST.get("inputs", "").split(",") if name.strip()]
+    try:
+        workflow = services.create_workflow(
+            request.user, name=request.POST.get("name", ""), inputs=inputs
+        )
+    except ValidationError as error:
+        messages.error(request, _first_message(error))
+        return redirect("workflows:list")
+    messages.success(request, f"Workflow “{workflow.name}” created. Add its first action.")
+    return redirect("workflows:edit", workflow.pk)
+
+
+def _first_message(error: ValidationError) -> str:
+    return " ".join(message for messages in error.message_dict.values() for message in messages)
+
+
+def _key_names(user, configs: list[dict]) -> dict[str, str]:
+    """Names of the keys these configs reference that the user may use (for the chips).
+
+    Keys the user may not use stay unnamed: a restricted key's name is not theirs to see."""
+    ids = {match for config in configs for match in _SECRET_IN_TEXT.findall(json.dumps(config))}
+    if not ids:
+        return {}
+    keys = SecretKey.objects.for_user(user).filter(pk__in=ids).values_list("pk", "name")
+    return {str(pk): name for pk, name in keys}
+
+
+def _action_context(action: Action, config: dict, errors: dict[str, list[str]]) -> dict[str, Any]:
+    rows = {}
+    for kind, path in ROW_KINDS.items():
+        rows[kind] = [
+            {
+                # Strings: the templates build element ids from them.
+                "index": str(index),
+                "number": str(index + 1),
+                "name": row.get("name", ""),
+                "value": row.get("value", ""),
+                "name_errors": errors.get(f"config.{path}[{index}].name", []),
+                "value_errors": errors.get(f"config.{path}[{index}].value", []),
+            }
+            for index, row in enumerate(rows_for_display(config, path))
+        ]
+    return {"action": action, "config": config, "errors": errors, "rows": rows}
+
+
+def _builder(
+    request: HttpRequest, workflow: Workflow, invalid: dict | None = None, status: int = 200
+):
+    membership = get_membership(request.user)
+    actions = list(workflow.actions.order_by("position"))
+    cards = []
+    for action in actions:
+        if invalid and invalid["action"].pk == action.pk:
+            cards.append(_action_context(action, invalid["config"], invalid["errors"]))
+        else:
+            cards.append(_action_context(action, action.config, {}))
+    builder_data = {
+        "inputs": workflow.inputs,
+        "steps": [
+            {"position": action.position, "name": action.name, "type": action.type}
+            for action in actions
+        ],
+        "keyNames": _key_names(request.user, [card["config"] for card in cards]),
+        "urls": {
+            "picker": reverse("secretsapp:picker"),
+            "names": reverse("secretsapp:names"),
+            "create": reverse("secretsapp:create"),
+            "manage": reverse("secretsapp:manage"),
+        },
+    }
+    context = {
+        "workflow": workflow,
+        "cards": cards,
+        "can_edit": membership.can_edit,
+        "action_types": ActionType.choices,
+        "methods": METHODS,
+        "body_types": [("none", "None"), ("fields", "Fields"), ("raw", "Raw JSON")],
+        "empty_row": {"name": "", "value": "", "name_errors": [], "value_errors": []},
+        "builder_data": builder_data,
+        "recent_runs": workflow.runs.order_by("-started_at")[:5],
+        "nav": "workflows",
+    }
+    return render(request, "workflows/workflow_edit.html", context, status=status)
+
+
+@login_required
+def workflow_edit(request: HttpRequest, workflow_id: int) -> HttpResponse:
+    workflow = access.get_workflow_for_user(request.user, workflow_id)
+    return _builder(request, workflow)
+
+
+@login_required
+@require_POST
+def workflow_settings(request: HttpRequest, workflow_id: int) -> HttpResponse:
+    workflow = access.get_workflow_for_user(request.user, workflow_id, need="edit")
+    inputs = [name.strip() for name in request.POST.get("inputs", "").split(",") if name.strip()]
+    try:
+        services.update_workflow(
+            request.user, workflow, name=request.POST.get("name", ""), inputs=inputs
+        )
+    except ValidationError as error:
+        messages.error(request, _first_message(error))
+    else:
+        messages.success(request, "Workflow saved.")
+    return redirect("workflows:edit", workflow.pk)
+
+
+@login_required
+@require_POST
+def workflow_delete(request: HttpRequest, workflow_id: int) -> HttpResponse:
+    workflow = access.get_workflow_for_user(request.user, workflow_id, need="edit")
+    services.delete_workflow(request.user, workflow)
+    messages.success(request, f"Workflow “{workflow.name}” deleted.")
+    return redirect("workflows:list")
+
+
+_NEW_ACTION_CONFIGS = {
+    ActionType.SEND_API_REQUEST: {"method": "GET", "url": "", "body": {"type": "none"}},
+    ActionType.RUN_CODE: {"language": "python", "code": "return variables", "variables": []},
+}
+
+
+@login_required
+@require_POST
+def action_add(request: HttpRequest, workflow_id: int) -> HttpResponse:
+    workflow = access.get_workflow_for_user(request.user, workflow_id, need="edit")
+    action_type = request.POST.get("type")
+    if action_type not in _NEW_ACTION_CONFIGS:
+        messages.error(request, "Choose Send API Request or Run Code.")
+        return redirect("workflows:edit", workflow.pk)
+    config = dict(_NEW_ACTION_CONFIGS[action_type])
+    try:
+        action = services.create_action(
+            request.user,
+            workflow,
+            name=ActionType(action_type).label,
+            action_type=action_type,
+            config=config,
+        )
+    except ValidationError as error:
+        messages.error(request, _first_message(error))
+        return redirect("workflows:edit", workflow.pk)
+    return redirect(f"{workflow.get_absolute_url()}#action-{action.pk}")
+
+
+@login_required
+@require_POST
+def action_save(request: HttpRequest, workflow_id: int, action_id: int) -> HttpResponse:
+    action = access.get_action_for_user(request.user, action_id, need="edit")
+    if action.workflow_id != int(workflow_id):
+        return redirect("workflows:edit", action.workflow_id)
+    config = config_from_post(action.type, request.POST)
+    try:
+        services.update_action(
+            request.user, action, name=request.POST.get("name", ""), config=config
+        )
+    except ValidationError as error:
+        errors = errors_by_field(error)
+        messages.error(request, f"“{action.name}” was not saved: fix the fields marked below.")
+        invalid = {"action": action, "config": config, "errors": errors}
+        return _builder(request, action.workflow, invalid, status=422)
+    messages.success(request, f"Step {action.position} saved.")
+    return redirect(f"{action.workflow.get_absolute_url()}#action-{action.pk}")
+
+
+@login_required
+@require_POST
+def action_move(request: HttpRequest, workflow_id: int, action_id: int) -> HttpResponse:
+    action = access.get_action_for_user(request.user, action_id, need="edit")
+    offset = -1 if request.POST.get("direction") == "up" else 1
+    try:
+        services.update_action(request.user, action, position=action.position + offset)
+    except ValidationError as error:
+        messages.error(request, _first_message(error))
+    return redirect(f"{action.workflow.get_absolute_url()}#action-{action.pk}")
+
+
+@login_required
+@require_POST
+def action_delete(request: HttpRequest, workflow_id: int, action_id: int) -> HttpResponse:
+    action = access.get_action_for_user(request.user, action_id, need="edit")
+    try:
+        services.delete_action(request.user, action)
+    except ValidationError as error:
+        messages.error(request, _first_message(error))
+    else:
+        messages.success(request, f"“{action.name}” removed.")
+    return redirect("workflows:edit", action.workflow_id)
+
+
+@login_required
+@require_POST
+def workflow_run(request: HttpRequest, workflow_id: int) -> HttpResponse:
+    workflow = access.get_workflow_for_user(request.user, workflow_id)
+    inputs = {name: request.POST.get(f"input-{name}", "") for name in workflow.inputs}
+    try:
+        run = execution.run_workflow(request.user, workflow, inputs)
+    except ValidationError as error:
+        messages.error(request, _first_message(error))
+        return redirect("workflows:edit", workflow.pk)
+    if run.status == "succeeded":
+        messages.success(request, "The run succeeded.")
+    else:
+        messages.error(request, "The run failed: see the failed step below.")
+    return redirect("workflows:run", run.pk)
+
+
+@login_required
+def run_detail(request: HttpRequest, run_id: str) -> HttpResponse:
+    run = access.get_run_for_user(request.user, run_id)
+    steps = [
+        {"step": step, "output": json.dumps(step.output, indent=2, ensure_ascii=False)}
+        for step in run.steps.order_by("position")
+    ]
+    return render(
+        request, "workflows/run_detail.html", {"run": run, "steps": steps, "nav": "workflows"}
+    )
+
+
+@login_required
+def run_list(request: HttpRequest, workflow_id: int) -> HttpResponse:
+    workflow = access.get_workflow_for_user(request.user, workflow_id)
+    runs = Paginator(
+        Run.objects.filter(workflow=workflow)
+        .select_related("triggered_by")
+        .order_by("-started_at"),
+        25,
+    ).get_page(request.GET.get("page"))
+    return render(
+        request, "workflows/run_list.html", {"workflow": workflow, "runs": runs, "nav": "workflows"}
+    )
