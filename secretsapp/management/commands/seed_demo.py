@@ -74,7 +74,7 @@ class Command(BaseCommand):
                 )
 
         self.stdout.write(self.style.SUCCESS(f"Demo organization “{ORGANIZATION}” is ready."))
-        self.stdout.write("Sign in at http://127.0.0.1:8000/admin/ with (password for all):")
+        self.stdout.write("Sign in at http://127.0.0.1:8000/ as (same password for all):")
         self.stdout.write(f"  password: {PASSWORD}")
         for username, role in PEOPLE:
             self.stdout.write(f"  {username:<8} {role.label}")
