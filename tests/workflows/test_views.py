@@ -122,7 +122,7 @@ def test_invalid_step_is_422_with_the_error_beside_the_field(client, personas: P
     )
     assert response.status_code == 422
     html = response.content.decode()
-    assert 'id="a{}-header-value-0-errors"'.format(action.pk) in html
+    assert f'id="a{action.pk}-header-value-0-errors"' in html
     assert "is not a reference" in html
     # What was typed stays in the form; nothing was saved.
     assert "{{secret:not-a-key}}" in html
