@@ -150,7 +150,7 @@ def key_create(request: HttpRequest) -> HttpResponse:
             name=request.POST.get("name", ""),
             value=request.POST.get("value", ""),
             access_level=access_level,
-            grants=grants if access_level == Access.RESTRICTED else [],
+            grants=grants,
         )
     except ValidationError as error:
         context["errors"] = error.message_dict

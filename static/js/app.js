@@ -451,16 +451,18 @@
           if (submenu && !(current.dataset && "keySearch" in current.dataset && current.value)) {
             event.preventDefault();
             const owner = submenu.parentElement.querySelector("[aria-haspopup]");
-            closeSubmenus(null);
+            // Focus first: focusing the owner would reopen a still-open submenu.
             owner.focus();
+            closeSubmenus(null);
           }
           break;
         case "Escape":
           event.preventDefault();
           if (submenu) {
             const owner = submenu.parentElement.querySelector("[aria-haspopup]");
-            closeSubmenus(null);
+            // Focus first: focusing the owner would reopen a still-open submenu.
             owner.focus();
+            closeSubmenus(null);
           } else {
             closeMenu("field");
           }
