@@ -25,6 +25,7 @@ api.register("runs", workflows_api.RunViewSet, basename="run")
 
 api_v1 = [
     path("auth/token/", secrets_api.ObtainTokenView.as_view(), name="token"),
+    path("auth/whoami/", secrets_api.WhoAmIView.as_view(), name="whoami"),
     *api.urls,
 ]
 

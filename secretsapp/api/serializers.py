@@ -42,6 +42,13 @@ class TokenSerializer(serializers.Serializer):
     token = serializers.CharField(read_only=True)
 
 
+class WhoAmISerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    username = serializers.CharField()
+    organization = serializers.CharField()
+    role = serializers.ChoiceField(choices=Role.choices)
+
+
 # --- Members -----------------------------------------------------------------------------
 
 

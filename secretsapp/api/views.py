@@ -38,6 +38,7 @@ from secretsapp.api.serializers import (
     SecretKeyWriteResultSerializer,
     TokenRequestSerializer,
     TokenSerializer,
+    WhoAmISerializer,
 )
 from secretsapp.api.throttles import FailedLoginByAddressThrottle, FailedLoginByUsernameThrottle
 from secretsapp.models import AuditEvent, Membership, OrganizationGroup, SecretKey, get_membership
@@ -82,6 +83,24 @@ class ObtainTokenView(APIView):
             )
         token, _ = Token.objects.get_or_create(user=user)
         return Response({"token": token.key})
+
+
+class WhoAmIView(APIView):
+    """Who the token or session belongs to: the cheapest authenticated call."""
+
+    permission_classes = [IsAuthenticated, IsOrganizationMember]
+
+    @extend_schema(responses={200: WhoAmISerializer})
+    def get(self, request, *args: Any, **kwargs: Any) -> Response:
+        membership = get_membership(request.user)
+        return Response(
+            {
+                "id": request.user.pk,
+                "username": request.user.get_username(),
+                "organization": membership.organization.name,
+                "role": membership.role,
+            }
+        )
 
 
 def _organization_id(request) -> int:

@@ -122,3 +122,14 @@ def test_session_auth_requires_csrf(personas: Personas):
     )
     assert response.status_code == 403
     assert "CSRF" in response.json()["detail"]
+
+
+def test_whoami_tells_who_the_token_is(personas: Personas):
+    response = api_client_for(personas.viewer).get("/api/v1/auth/whoami/")
+    assert response.json() == {
+        "id": personas.viewer.pk,
+        "username": "erin-viewer",
+        "organization": "Acme",
+        "role": "viewer",
+    }
+    assert APIClient().get("/api/v1/auth/whoami/").status_code == 401
