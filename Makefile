@@ -10,7 +10,7 @@ INSTALLED := $(VENV)/.installed
 -include .env
 export
 
-.PHONY: run test lint pytest install system-deps clean
+.PHONY: run test lint pytest bench install system-deps clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -58,6 +58,10 @@ pytest: install
 	  --screenshot only-on-failure --output artifacts/playwright
 
 test: install system-deps lint pytest
+
+# Not part of the tests: seeds its own database, measures, prints a table, writes JSON.
+bench: install
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache staticfiles

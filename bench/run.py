@@ -1,0 +1,516 @@
+"""`make bench`: seed data, measure the hot paths side by side, print a table, write JSON.
+
+These machines are noisy, so every figure that has a target is a ratio of two things
+measured in the same run, interleaved; absolute medians are printed for information.
+Everything talks to 127.0.0.1 only: the HTTP target is a server this script starts.
+
+Figures (targets from the performance issue):
+1. queries to execute an action with 1 and with 50 referenced keys: equal, at most 8
+2. execute latency p50 with 50 keys / with 0 keys: at most 1.15
+3. the Insert-a-Secret-Key picker and GET /api/v1/secrets/ for 10,000 keys, 200 groups
+   / for 10 keys: at most 1.5, same query count
+4. redaction of a 1 MiB output against 50 keys: at least 100 MiB/s
+5. execute throughput under gunicorn on PostgreSQL / a no-op authenticated endpoint
+   measured the same way: at least 0.5, zero errors
+6. Run Code start-up p50 (empty program), Python and JavaScript
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import shutil
+import socket
+import statistics
+import string
+import subprocess
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+BENCH_DIR = BASE_DIR / "var" / "bench"
+RESULTS = BASE_DIR / "artifacts" / "bench-results.json"
+FERNET_KEY = "t7r1I0O0bqvpD9OD3W8QmfXH4iTqXv0l5m8Y9f2oCk0="
+PASSWORD = "Bench-password-2026"
+
+
+def _environment(database_url: str) -> dict[str, str]:
+    return {
+        "DJANGO_SETTINGS_MODULE": "config.settings",
+        "DEBUG": "0",
+        "SECRET_KEY": "bench-secret-key-" + "x" * 40,
+        "FIELD_ENCRYPTION_KEY": FERNET_KEY,
+        "HTTPS_ONLY": "0",
+        "ALLOWED_HOSTS": "testserver,127.0.0.1,localhost",
+        "EGRESS_ALLOWED_HOSTS": "127.0.0.1",
+        "API_WRITE_RATE": "100000000/min",
+        "DATABASE_URL": database_url,
+        "VAR_DIR": str(BENCH_DIR),
+        "LOG_LEVEL": "WARNING",
+    }
+
+
+class _Target(BaseHTTPRequestHandler):
+    """A local HTTP target that answers every request with a small JSON body."""
+
+    protocol_version = "HTTP/1.1"
+
+    def _answer(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        if length:
+            self.rfile.read(length)
+        body = b'{"ok": true}'
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_GET = do_POST = _answer
+
+    def log_message(self, format, *args) -> None:
+        pass
+
+
+def start_target() -> str:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Target)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return f"http://127.0.0.1:{server.server_address[1]}"
+
+
+def p50(samples: list[float]) -> float:
+    return statistics.median(samples)
+
+
+def interleaved(first, second, rounds: int) -> tuple[list[float], list[float]]:
+    """Time two callables alternately, so machine noise hits both alike."""
+    first_times, second_times = [], []
+    for round_number in range(rounds):
+        pair = [(first, first_times), (second, second_times)]
+        if round_number % 2:
+            pair.reverse()
+        for call, times in pair:
+            started = time.perf_counter()
+            call()
+            times.append(time.perf_counter() - started)
+    return first_times, second_times
+
+
+# --- Seeding -----------------------------------------------------------------------------
+
+
+def seed_organization(name: str, keys: int, groups: int, members: int = 20):
+    """An organization with keys, groups and grants spread over them; returns its member."""
+    from django.contrib.auth.models import Group, Permission
+
+    from secretsapp import services
+    from secretsapp.models import (
+        Access,
+        Membership,
+        OrganizationGroup,
+        SecretKey,
+        SecretKeyGroupObjectPermission,
+        SecretKeyUserObjectPermission,
+    )
+
+    organization = services.create_organization(
+        name,
+        admin_username=f"{name}-admin",
+        admin_email=f"admin@{name}.test",
+        admin_password=PASSWORD,
+    )
+    admin = Membership.objects.get(organization=organization).user
+    people = [
+        services.add_member(
+            admin,
+            organization,
+            username=f"{name}-member-{index}",
+            email=f"m{index}@{name}.test",
+            password=PASSWORD,
+        ).user
+        for index in range(members)
+    ]
+    group_rows = []
+    for index in range(groups):
+        group = Group.objects.create(name=f"org-{organization.pk}:group-{index}")
+        group_rows.append(
+            OrganizationGroup(organization=organization, group=group, name=f"Group {index}")
+        )
+        group.user_set.add(*random.sample(people, k=min(3, len(people))))
+    OrganizationGroup.objects.bulk_create(group_rows)
+    secret_keys = SecretKey.objects.bulk_create(
+        (
+            SecretKey(
+                organization=organization,
+                name=f"Key {index:05d}",
+                value=f"bench-value-{index:05d}-" + "v" * 20,
+                access=Access.RESTRICTED if index % 2 else Access.TEAM,
+                created_by=admin,
+            )
+            for index in range(keys)
+        ),
+        batch_size=2000,
+    )
+    use = Permission.objects.get(codename="use_secretkey")
+    manage = Permission.objects.get(codename="manage_secretkey")
+    member = people[0]
+    user_grants, group_grants = [], []
+    for index, secret_key in enumerate(secret_keys):
+        if index % 3 == 0:
+            user_grants.append(
+                SecretKeyUserObjectPermission(
+                    content_object=secret_key, user=member, permission=use
+                )
+            )
+        if group_rows:
+            group = group_rows[index % len(group_rows)].group
+            group_grants.append(
+                SecretKeyGroupObjectPermission(
+                    content_object=secret_key,
+                    group=group,
+                    permission=manage if index % 5 == 0 else use,
+                )
+            )
+    SecretKeyUserObjectPermission.objects.bulk_create(user_grants, batch_size=2000)
+    SecretKeyGroupObjectPermission.objects.bulk_create(group_grants, batch_size=2000)
+    return admin, member
+
+
+def random_value(length: int = 32) -> str:
+    return "".join(random.choices(string.ascii_letters + string.digits, k=length))
+
+
+# --- Figures -----------------------------------------------------------------------------
+
+
+def figures_in_process(quick: bool) -> dict:
+    from django.db import connection
+    from django.test import Client
+    from django.test.utils import CaptureQueriesContext
+    from rest_framework.authtoken.models import Token
+    from rest_framework.test import APIClient
+
+    from secretsapp import services as secret_services
+    from workflows import services
+    from workflows.redaction import Redactor
+
+    results: dict = {}
+    target = start_target()
+
+    # 1 and 2: execute with 0, 1 and 50 keys.
+    admin, member = seed_organization("execorg", keys=0, groups=0, members=2)
+    keys = [
+        secret_services.create_secret_key(admin, name=f"Exec key {index}", value=random_value())
+        for index in range(50)
+    ]
+    workflow = services.create_workflow(admin, name="Bench")
+
+    def action(count: int):
+        headers = [
+            {"name": f"X-Key-{index}", "value": f"{{{{secret:{keys[index].pk}}}}}"}
+            for index in range(count)
+        ]
+        return services.create_action(
+            admin,
+            workflow,
+            name=f"{count} keys",
+            action_type="send_api_request",
+            config={"method": "POST", "url": f"{target}/hook", "headers": headers},
+        )
+
+    actions = {count: action(count) for count in (0, 1, 50)}
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=admin).key}")
+
+    def execute(count: int):
+        response = client.post(f"/api/v1/actions/{actions[count].pk}/execute/", {}, format="json")
+        assert response.status_code == 200 and response.json()["status"] == "succeeded", (
+            response.content
+        )
+        return response
+
+    query_counts = {}
+    for count in (1, 50):
+        execute(count)  # warm up
+        with CaptureQueriesContext(connection) as captured:
+            execute(count)
+        query_counts[count] = len(captured)
+    results["1_queries_execute"] = {
+        "keys_1": query_counts[1],
+        "keys_50": query_counts[50],
+        "target": "equal, <= 8",
+        "ok": query_counts[1] == query_counts[50] and query_counts[50] <= 8,
+        "queries": [query["sql"][:120] for query in captured.captured_queries],
+    }
+
+    rounds = 30 if quick else 80
+    fifty, zero = interleaved(lambda: execute(50), lambda: execute(0), rounds)
+    ratio = p50(fifty) / p50(zero)
+    results["2_execute_latency"] = {
+        "p50_ms_50_keys": round(p50(fifty) * 1000, 2),
+        "p50_ms_0_keys": round(p50(zero) * 1000, 2),
+        "ratio": round(ratio, 3),
+        "target": "<= 1.15",
+        "ok": ratio <= 1.15,
+    }
+
+    # 3: picker and list for 10,000 keys / 200 groups vs 10 keys.
+    big_admin, big_member = seed_organization("bigorg", keys=2000 if quick else 10_000, groups=200)
+    small_admin, small_member = seed_organization("smallorg", keys=10, groups=2)
+    clients = {}
+    for label, user in (("big", big_member), ("small", small_member)):
+        page_client = Client()
+        page_client.force_login(user)
+        api_client = APIClient()
+        api_client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
+        clients[label] = (page_client, api_client)
+
+    def picker(label):
+        return lambda: clients[label][0].get("/keys/picker/")
+
+    def secrets_list(label):
+        return lambda: clients[label][1].get("/api/v1/secrets/")
+
+    for name, make in (("picker", picker), ("api_secrets_list", secrets_list)):
+        counts = {}
+        for label in ("big", "small"):
+            make(label)()
+            with CaptureQueriesContext(connection) as captured:
+                response = make(label)()
+            assert response.status_code == 200
+            counts[label] = len(captured)
+        big, small = interleaved(make("big"), make("small"), 20 if quick else 40)
+        ratio = p50(big) / p50(small)
+        results[f"3_{name}"] = {
+            "p50_ms_10000_keys": round(p50(big) * 1000, 2),
+            "p50_ms_10_keys": round(p50(small) * 1000, 2),
+            "ratio": round(ratio, 3),
+            "queries_big": counts["big"],
+            "queries_small": counts["small"],
+            "target": "<= 1.5, same query count",
+            "ok": ratio <= 1.5 and counts["big"] == counts["small"],
+        }
+
+    # 4: redaction throughput.
+    secrets = [(f"key {index}", random_value()) for index in range(50)]
+    redactor = Redactor(secrets)
+    text = "".join(random.choices(string.ascii_letters + ' {}":,', k=1024 * 1024))
+    text = text[:5000] + secrets[7][1] + text[5000:-100] + secrets[42][1]
+    times = []
+    for _ in range(10 if quick else 30):
+        started = time.perf_counter()
+        redacted = redactor.redact_text(text)
+        times.append(time.perf_counter() - started)
+    assert "[redacted:key 7]" in redacted and secrets[7][1] not in redacted
+    throughput = (len(text.encode()) / (1024 * 1024)) / p50(times)
+    results["4_redaction"] = {
+        "p50_ms": round(p50(times) * 1000, 2),
+        "mib_per_s": round(throughput, 1),
+        "target": ">= 100 MiB/s",
+        "ok": throughput >= 100,
+    }
+
+    # 6: sandbox start-up.
+    from workflows import sandbox
+
+    startup = {}
+    for language, code in (("python", "return None"), ("javascript", "return null;")):
+        samples = []
+        for _ in range(7 if quick else 15):
+            started = time.perf_counter()
+            sandbox.run_code(language, code, {})
+            samples.append(time.perf_counter() - started)
+        startup[f"p50_ms_{language}"] = round(p50(samples) * 1000, 1)
+    results["6_run_code_startup"] = {**startup, "target": "reported", "ok": True}
+    return results
+
+
+# --- Figure 5: gunicorn on PostgreSQL ----------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def figure_throughput(postgres_url: str, quick: bool) -> dict:
+    import httpx
+    import psycopg
+
+    admin_url = postgres_url.rsplit("/", 1)[0] + "/postgres"
+    try:
+        with psycopg.connect(admin_url, autocommit=True) as connection:
+            connection.execute("DROP DATABASE IF EXISTS bench")
+            connection.execute("CREATE DATABASE bench")
+    except psycopg.Error as error:
+        return {"skipped": f"PostgreSQL not reachable at {admin_url}: {error}", "ok": None}
+    database_url = postgres_url.rsplit("/", 1)[0] + "/bench"
+    environment = {**os.environ, **_environment(database_url)}
+    python = sys.executable
+    subprocess.run(
+        [python, "manage.py", "migrate", "-v0"], cwd=BASE_DIR, env=environment, check=True
+    )
+    subprocess.run(
+        [python, "manage.py", "createcachetable"], cwd=BASE_DIR, env=environment, check=True
+    )
+    target = start_target()
+    setup = subprocess.run(
+        [python, str(BASE_DIR / "bench" / "throughput_setup.py"), target],
+        cwd=BASE_DIR,
+        env=environment,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    token, action_id = setup.stdout.split()
+    port = _free_port()
+    gunicorn = subprocess.Popen(
+        [
+            str(Path(python).parent / "gunicorn"),
+            "config.wsgi",
+            "-w",
+            "2",
+            "--threads",
+            "4",
+            "-b",
+            f"127.0.0.1:{port}",
+            "--log-level",
+            "warning",
+        ],
+        cwd=BASE_DIR,
+        env=environment,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(100):
+            try:
+                httpx.get(
+                    f"{base}/api/v1/auth/whoami/", headers={"Authorization": f"Token {token}"}
+                )
+                break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        duration = 4.0 if quick else 10.0
+        clients = 8
+        phases = {}
+        for name, method, path in (
+            ("noop", "GET", "/api/v1/auth/whoami/"),
+            ("execute", "POST", f"/api/v1/actions/{action_id}/execute/"),
+            ("noop_again", "GET", "/api/v1/auth/whoami/"),
+            ("execute_again", "POST", f"/api/v1/actions/{action_id}/execute/"),
+        ):
+            phases[name] = _load(base, token, method, path, clients, duration / 2)
+        noop = phases["noop"]["per_s"] + phases["noop_again"]["per_s"]
+        execute = phases["execute"]["per_s"] + phases["execute_again"]["per_s"]
+        errors = sum(phase["errors"] for phase in phases.values())
+        ratio = execute / noop
+        return {
+            "noop_per_s": round(noop / 2, 1),
+            "execute_per_s": round(execute / 2, 1),
+            "ratio": round(ratio, 3),
+            "errors": errors,
+            "clients": clients,
+            "workers": "2 × 4 threads",
+            "target": ">= 0.5, zero errors",
+            "ok": ratio >= 0.5 and errors == 0,
+        }
+    finally:
+        gunicorn.terminate()
+        gunicorn.wait(timeout=10)
+
+
+def _load(base: str, token: str, method: str, path: str, clients: int, seconds: float) -> dict:
+    import httpx
+
+    done = [0] * clients
+    errors = [0] * clients
+    deadline = time.perf_counter() + seconds
+
+    def worker(index: int) -> None:
+        with httpx.Client(
+            base_url=base, headers={"Authorization": f"Token {token}"}, timeout=30
+        ) as client:
+            while time.perf_counter() < deadline:
+                response = client.request(method, path, json={} if method == "POST" else None)
+                ok = response.status_code == 200 and (
+                    method == "GET" or response.json()["status"] == "succeeded"
+                )
+                done[index] += 1
+                errors[index] += 0 if ok else 1
+
+    started = time.perf_counter()
+    threads = [threading.Thread(target=worker, args=(index,)) for index in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    elapsed = time.perf_counter() - started
+    return {"requests": sum(done), "per_s": sum(done) / elapsed, "errors": sum(errors)}
+
+
+# --- Main --------------------------------------------------------------------------------
+
+
+def _machine() -> dict:
+    return {
+        "cpu": platform.processor() or platform.machine(),
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "system": platform.platform(),
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smaller data and fewer rounds")
+    parser.add_argument(
+        "--postgres",
+        default=os.environ.get("BENCH_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/postgres"),
+        help="PostgreSQL server for the gunicorn figure (a database named bench is created)",
+    )
+    arguments = parser.parse_args()
+
+    shutil.rmtree(BENCH_DIR, ignore_errors=True)
+    BENCH_DIR.mkdir(parents=True)
+    os.environ.update(_environment(f"sqlite:///{BENCH_DIR / 'bench.sqlite3'}"))
+    sys.path.insert(0, str(BASE_DIR))
+    import django
+    from django.core.management import call_command
+
+    django.setup()
+    call_command("migrate", verbosity=0)
+    call_command("createcachetable", verbosity=0)
+
+    results = {"machine": _machine(), "figures": figures_in_process(arguments.quick)}
+    results["figures"]["5_execute_throughput"] = figure_throughput(
+        arguments.postgres, arguments.quick
+    )
+    _print(results)
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(results, indent=2))
+    print(f"\nWritten to {RESULTS.relative_to(BASE_DIR)}")
+    return 0
+
+
+def _print(results: dict) -> None:
+    print(f"\nMachine: {results['machine']}")
+    print(f"{'figure':<24} {'measured':<62} {'target':<26} ok")
+    for name, figure in results["figures"].items():
+        shown = {
+            key: value for key, value in figure.items() if key not in ("target", "ok", "queries")
+        }
+        measured = ", ".join(f"{key}={value}" for key, value in shown.items())
+        verdict = {True: "yes", False: "NO", None: "-"}[figure.get("ok")]
+        print(f"{name:<24} {measured[:62]:<62} {figure.get('target', ''):<26} {verdict}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
