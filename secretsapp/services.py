@@ -520,7 +520,10 @@ def _remove_grants_where(
             secret_key,
             {"added": [], "removed": [grant.as_dict() for grant in removed]},
         )
+    key_ids = [secret_key.pk for secret_key in keys]
     rows.delete()
+    # Every grant write moves the keys' ETag, so an If-Match read before it is stale.
+    SecretKey.objects.filter(pk__in=key_ids).update(updated_at=timezone.now())
 
 
 # --- Organizations and members -----------------------------------------------------------

@@ -57,15 +57,23 @@ def get_workflow_for_user(user: AnyUser, workflow_id: object, need: str = "view"
     return workflow
 
 
-def get_action_for_user(user: AnyUser, action_id: object, need: str = "view") -> Action:
+def get_action_for_user(
+    user: AnyUser, action_id: object, need: str = "view", workflow_id: object = None
+) -> Action:
+    """``workflow_id`` (pages address an action through its workflow): the action must be
+    one of that workflow's, or it is a 404 — before any 403, so a foreign workflow id in
+    the URL is never acted upon nor answered differently from an unknown one."""
     membership = _membership(user)
     action_id = as_id(action_id)
     if action_id is None:
         raise Http404("No such action.")
+    actions = Action.objects.select_related("workflow").filter(
+        workflow__organization_id=membership.organization_id
+    )
+    if workflow_id is not None:
+        actions = actions.filter(workflow_id=as_id(workflow_id))
     try:
-        action = Action.objects.select_related("workflow").get(
-            pk=action_id, workflow__organization_id=membership.organization_id
-        )
+        action = actions.get(pk=action_id)
     except Action.DoesNotExist:
         raise Http404("No such action.") from None
     if need == "edit":

@@ -27,6 +27,9 @@ MAX_RAW_BODY = 1_048_576
 MAX_CODE = 100_000
 _VARIABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,99}")
 _ANY_REFERENCE = re.compile(r"\{\{.*?\}\}", re.DOTALL)
+# NUL cannot be stored in PostgreSQL's jsonb (a 500 there), nor sent in a URL or header;
+# unpaired surrogates are not text at all. Pages can post NUL, the API both.
+UNSTORABLE_CHARACTERS = re.compile("[\x00\ud800-\udfff]")
 
 
 class _Collector:
@@ -50,6 +53,9 @@ class _Collector:
             return None
         if len(value) > max_length:
             self.error(field, f"must be at most {max_length:,} characters.")
+            return None
+        if UNSTORABLE_CHARACTERS.search(value):
+            self.error(field, "cannot contain NUL characters or unpaired surrogates.")
             return None
         return value
 
@@ -145,6 +151,9 @@ def _check_raw_json(raw: str, collector: _Collector) -> None:
         json.loads(_ANY_REFERENCE.sub("0", raw))
     except ValueError as error:
         collector.error("config.body.raw", f"is not valid JSON ({error.msg}, line {error.lineno}).")
+    except RecursionError:
+        # json raises it past Python's recursion limit (a few hundred "[" are enough).
+        collector.error("config.body.raw", "is nested too deeply to be checked as JSON.")
 
 
 def _run_code(config: dict, collector: _Collector) -> dict:

@@ -27,16 +27,19 @@ from secretsapp import services as secret_services
 from secretsapp.fields import SecretDecryptionError
 from secretsapp.models import SecretKey
 from workflows import access, http, sandbox
-from workflows.configs import clean_config
+from workflows.configs import UNSTORABLE_CHARACTERS, clean_config
 from workflows.egress import EgressRefused
 from workflows.models import Action, ActionType, Run, RunStatus, RunStep, Workflow
-from workflows.redaction import Redactor
+from workflows.redaction import Redactor, redacting_logs
 from workflows.references import Context, Encoding, InvalidReference, Kind, resolve, resolve_value
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import AbstractBaseUser
 
 MAX_INPUTS_SIZE = 65_536
+# A response body or a code result nested deeper than this fails its step: redaction,
+# storing and rendering the output all recurse, and would run out of stack (a 500).
+MAX_OUTPUT_DEPTH = 100
 
 
 class StepFailed(Exception):
@@ -84,7 +87,57 @@ def _clean_inputs(workflow: Workflow, inputs: Any) -> dict[str, Any]:
         raise ValidationError(
             {"inputs": [f"Inputs are limited to {MAX_INPUTS_SIZE:,} characters."]}
         )
+    if _holds_unstorable_text(inputs):
+        # The run keeps its inputs: PostgreSQL's jsonb cannot hold NUL (a 500 there).
+        raise ValidationError(
+            {"inputs": ["Inputs cannot contain NUL characters or unpaired surrogates."]}
+        )
     return inputs
+
+
+def _nested_deeper_than(value: Any, limit: int) -> bool:
+    stack = [(value, 1)]
+    while stack:  # without recursion, or a deep value would crash the check itself
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children = item.values()
+        elif isinstance(item, list | tuple):
+            children = item
+        else:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children)
+    return False
+
+
+def _holds_unstorable_text(value: Any) -> bool:
+    stack = [value]
+    while stack:  # without recursion: inputs may nest
+        item = stack.pop()
+        if isinstance(item, str):
+            if UNSTORABLE_CHARACTERS.search(item):
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list | tuple):
+            stack.extend(item)
+    return False
+
+
+def _storable(value: Any) -> Any:
+    """``value`` with NUL and unpaired surrogates replaced by U+FFFD. Outputs and errors
+    come from code and servers: PostgreSQL cannot store NUL, neither the redactor nor any
+    database takes a surrogate, and a run that fails to be recorded would leave a key used
+    with no run and no audit event. (Outputs are at most MAX_OUTPUT_DEPTH deep.)"""
+    if isinstance(value, str):
+        return UNSTORABLE_CHARACTERS.sub("\ufffd", value)
+    if isinstance(value, dict):
+        return {_storable(key): _storable(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_storable(item) for item in value]
+    return value
 
 
 def _load_secrets(
@@ -151,11 +204,22 @@ def _run(
             for field_name, reference in references:
                 if reference.kind is Kind.SECRET and reference.secret_id in secrets.problems:
                     raise StepFailed(f"{field_name}: {secrets.problems[reference.secret_id]}")
-            output = _run_step(action, context)
+            # Libraries log while the step runs (httpx: the URL, which may hold a value).
+            with redacting_logs(redactor):
+                result = _run_step(action, context)
+            if _nested_deeper_than(result, MAX_OUTPUT_DEPTH):
+                raise StepFailed(
+                    f"The output is nested deeper than {MAX_OUTPUT_DEPTH} levels, "
+                    "which runs cannot keep."
+                )
+            output = result
             status = RunStatus.SUCCEEDED
         except sandbox.SandboxError as failure:
-            status, error = RunStatus.FAILED, failure.message
-            output = {"result": None, "logs": failure.logs}
+            # Redacted before the message is cut to size, and the logs (cut at the output
+            # limit) also where they end: a cut inside a value leaves its first characters.
+            status = RunStatus.FAILED
+            error = sandbox.shortened(redactor.redact_text(_storable(failure.message)))
+            output = {"result": None, "logs": redactor.redact_cut_text(_storable(failure.logs))}
         except (StepFailed, InvalidReference, EgressRefused, http.HttpActionError) as failure:
             status, error = RunStatus.FAILED, str(failure)
         context.steps.append(output)
@@ -167,8 +231,8 @@ def _run(
                 type=action.type,
                 status=status,
                 config=redactor.redact(action.config),
-                output=redactor.redact(output),
-                error=redactor.redact_text(error),
+                output=redactor.redact(_storable(output)),
+                error=redactor.redact_text(_storable(error)),
                 duration_ms=_milliseconds_since(step_started),
             )
         )

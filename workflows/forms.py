@@ -23,6 +23,9 @@ ROW_KINDS = {
     "variable": "variables",
 }
 _FIELD_PATH = re.compile(r"^(config\.[A-Za-z_.]+(?:\[\d+\])?(?:\.[a-z]+)?): (.*)$", re.DOTALL)
+# Fields the builder prints an error beside. Any other message (a list with too many rows,
+# a bad method) also goes to the form's summary, so no refusal is silent.
+_SHOWN_BESIDE_FIELD = re.compile(r"^config\.(url|body\.raw|code|[a-z.]+\[\d+\]\.(name|value))$")
 
 
 def _rows(data: QueryDict, prefix: str) -> list[dict[str, str]]:
@@ -65,6 +68,8 @@ def errors_by_field(error: ValidationError) -> dict[str, list[str]]:
             match = _FIELD_PATH.match(message) if field == "config" else None
             if match:
                 errors[match.group(1)].append(match.group(2))
+                if not _SHOWN_BESIDE_FIELD.match(match.group(1)):
+                    errors["form"].append(message)
             else:
                 errors[field if field != "config" else "form"].append(message)
     return dict(errors)

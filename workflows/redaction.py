@@ -10,6 +10,12 @@ the unknown bytes around it.
 
 All forms of all keys go into one Aho-Corasick automaton, so a text is scanned once,
 whatever the number of keys.
+
+Log records are redacted too: while a run holds decrypted values (``redacting_logs``),
+every record created in that context, by the app or by a library, is redacted when it is
+made, whatever its logger, level or handler. httpx, for one, logs each request's URL at
+INFO, and a URL may carry a value; levels in LOGGING alone would not survive a logger
+turned up to DEBUG.
 """
 
 from __future__ import annotations
@@ -17,11 +23,16 @@ from __future__ import annotations
 import base64
 import html
 import json
-from collections.abc import Iterable
+import logging
+import traceback
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 from urllib.parse import quote, quote_plus
 
 import ahocorasick_rs
+import httpx
 
 # Encoded fragments shorter than this would match ordinary text; the plain value is
 # always redacted, whatever its length.
@@ -42,22 +53,55 @@ def _base64_fragments(data: bytes) -> set[str]:
     return fragments
 
 
+def _string_literal(value: str, quote_character: str) -> str:
+    """The value inside quotes as a program prints it: backslash escapes (JavaScript's
+    util.inspect quotes with ', " or ` and escapes only that one)."""
+    text = value.replace("\\", "\\\\").replace("\n", "\\n").replace("\r", "\\r")
+    text = text.replace("\t", "\\t")
+    return text.replace(quote_character, "\\" + quote_character) if quote_character else text
+
+
 def encoded_forms(value: str) -> set[str]:
     """The value and the forms it is found in when it leaves a request or a program."""
     json_escaped = json.dumps(value)[1:-1]
-    # Texts the value is written as; each may then travel base64-encoded (a JSON document
-    # in a JWT or a data URL holds the value JSON-escaped).
-    texts = {value, json_escaped, json.dumps(value, ensure_ascii=False)[1:-1]}
-    forms = {
-        *texts,
-        quote(value, safe=""),
-        quote(value),
-        quote_plus(value),
-        json_escaped.replace("/", "\\/"),
-        html.escape(value),
-        html.escape(value, quote=False),
-        *(fragment for text in texts for fragment in _base64_fragments(text.encode())),
+    # An HTTP server reads header bytes as ISO-8859-1 (Python's http.server does), so a
+    # target echoing a header sends back the UTF-8 of a non-ASCII value as mojibake.
+    mojibake = value.encode("utf-8").decode("latin-1")
+    # Texts the value is written as: JSON-escaped, or as a string literal by code that
+    # prints a dict, raises KeyError(value) or console.logs an object (Python's repr,
+    # JavaScript's util.inspect). Each text may then travel URL-encoded, HTML-escaped or
+    # base64-encoded (a JSON body echoed in a query string, a JSON document in a JWT).
+    texts = {
+        value,
+        json_escaped,
+        json.dumps(value, ensure_ascii=False)[1:-1],
+        repr(value)[1:-1],
+        *(_string_literal(value, quote_character) for quote_character in ("'", '"', "")),
+        mojibake,
+        json.dumps(mojibake)[1:-1],
     }
+    # A whole URL kept as a key (a webhook) goes out as the HTTP client normalises it, and
+    # the target sees its path and query on the request line.
+    if value.startswith(("http://", "https://")):
+        try:
+            url = httpx.URL(value)
+        except (httpx.InvalidURL, ValueError):
+            pass
+        else:
+            texts |= {str(url), url.raw_path.decode("ascii", errors="replace")}
+    forms = {json_escaped.replace("/", "\\/")}
+    for text in texts:
+        forms |= {
+            text,
+            quote(text, safe=""),
+            quote(text),
+            quote_plus(text),
+            html.escape(text),
+            html.escape(text, quote=False),
+        }
+        for fragment in _base64_fragments(text.encode()):
+            # A Basic auth header echoed in a URL has its base64 percent-encoded.
+            forms |= {fragment, quote(fragment, safe="")}
     return {form for form in forms if len(form) >= MIN_FRAGMENT} | {value}
 
 
@@ -93,6 +137,26 @@ class Redactor:
         pieces.append(text[position:])
         return "".join(pieces)
 
+    def redact_cut_text(self, text: str) -> str:
+        """``redact_text`` for a text cut at a size limit, which may end with the first
+        characters of a value (in any of its forms): those are redacted too."""
+        text = self.redact_text(text)
+        if self._empty or not text:
+            return text
+        cut_at, replacement = len(text), ""
+        for form, form_replacement in zip(self._forms, self._replacements, strict=True):
+            if len(form) <= MIN_FRAGMENT:
+                continue
+            # Only a proper prefix of the form can end the text (whole forms are gone).
+            head = form[:MIN_FRAGMENT]
+            position = text.find(head, max(0, len(text) - len(form) + 1))
+            while position != -1 and position < cut_at:
+                if form.startswith(text[position:]):
+                    cut_at, replacement = position, form_replacement
+                    break
+                position = text.find(head, position + 1)
+        return text[:cut_at] + replacement
+
     def redact(self, value: Any) -> Any:
         """Redact every string in a JSON-like value (keys included)."""
         if self._empty:
@@ -104,3 +168,58 @@ class Redactor:
         if isinstance(value, (list, tuple)):
             return [self.redact(item) for item in value]
         return value
+
+
+# --- Log records -------------------------------------------------------------------------
+
+_run_redactor: ContextVar[Redactor | None] = ContextVar("run_redactor", default=None)
+
+
+@contextmanager
+def redacting_logs(redactor: Redactor) -> Iterator[None]:
+    """Redact every log record created in this context (this thread or task) with
+    ``redactor``: put it around the part of a run that holds decrypted values."""
+    token = _run_redactor.set(redactor)
+    try:
+        yield
+    finally:
+        _run_redactor.reset(token)
+
+
+def _redacting_factory(make_record: Callable[..., logging.LogRecord]) -> Callable[..., Any]:
+    def make_redacted_record(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = make_record(*args, **kwargs)
+        redactor = _run_redactor.get()
+        if redactor is None:
+            return record
+        try:
+            message = record.getMessage()
+        except Exception:  # a bad format string: the logging module reports it later
+            message = str(record.msg)
+        # The message is rendered now, so no handler ever sees the arguments.
+        record.msg, record.args = _redacted_log_text(redactor, message), None
+        if record.exc_info:
+            # Formatters print exc_text when it is set; the traceback object is dropped.
+            formatted = "".join(traceback.format_exception(*record.exc_info)).rstrip("\n")
+            record.exc_text, record.exc_info = _redacted_log_text(redactor, formatted), None
+        if record.stack_info:
+            record.stack_info = _redacted_log_text(redactor, record.stack_info)
+        return record
+
+    return make_redacted_record
+
+
+def _redacted_log_text(redactor: Redactor, text: str) -> str:
+    # The automaton takes UTF-8 only: a lone surrogate becomes "?" rather than making the
+    # logging call itself fail.
+    return redactor.redact_text(text.encode("utf-8", "replace").decode("utf-8"))
+
+
+def install_log_redaction() -> None:
+    """Make every log record pass through the redactor of the run in progress, if any.
+    Called once, when the app is ready (``WorkflowsConfig.ready``)."""
+    factory = logging.getLogRecordFactory()
+    if not getattr(factory, "redacts_runs", False):
+        redacting = _redacting_factory(factory)
+        redacting.redacts_runs = True  # type: ignore[attr-defined]
+        logging.setLogRecordFactory(redacting)

@@ -196,9 +196,9 @@ def action_add(request: HttpRequest, workflow_id: int) -> HttpResponse:
 @login_required
 @require_POST
 def action_save(request: HttpRequest, workflow_id: int, action_id: int) -> HttpResponse:
-    action = access.get_action_for_user(request.user, action_id, need="edit")
-    if action.workflow_id != int(workflow_id):
-        return redirect("workflows:edit", action.workflow_id)
+    action = access.get_action_for_user(
+        request.user, action_id, need="edit", workflow_id=workflow_id
+    )
     config = config_from_post(action.type, request.POST)
     try:
         services.update_action(
@@ -216,7 +216,9 @@ def action_save(request: HttpRequest, workflow_id: int, action_id: int) -> HttpR
 @login_required
 @require_POST
 def action_move(request: HttpRequest, workflow_id: int, action_id: int) -> HttpResponse:
-    action = access.get_action_for_user(request.user, action_id, need="edit")
+    action = access.get_action_for_user(
+        request.user, action_id, need="edit", workflow_id=workflow_id
+    )
     offset = -1 if request.POST.get("direction") == "up" else 1
     try:
         services.update_action(request.user, action, position=action.position + offset)
@@ -228,7 +230,9 @@ def action_move(request: HttpRequest, workflow_id: int, action_id: int) -> HttpR
 @login_required
 @require_POST
 def action_delete(request: HttpRequest, workflow_id: int, action_id: int) -> HttpResponse:
-    action = access.get_action_for_user(request.user, action_id, need="edit")
+    action = access.get_action_for_user(
+        request.user, action_id, need="edit", workflow_id=workflow_id
+    )
     try:
         services.delete_action(request.user, action)
     except ValidationError as error:

@@ -1,5 +1,5 @@
 """What every endpoint of /api/v1/ shares: errors, permissions, pagination (throttles
-are in ``secretsapp.api.throttles``).
+are in ``secretsapp.api.throttles``, the JSON parser in ``secretsapp.api.parsers``).
 
 Workflows' endpoints use the same classes, so a client meets one set of conventions.
 """
@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import JsonResponse
 from django.views.defaults import page_not_found
@@ -28,10 +30,24 @@ class PreconditionFailed(exceptions.APIException):
     default_code = "precondition_failed"
 
 
+class RequestTooLarge(exceptions.APIException):
+    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
+    default_code = "request_too_large"
+
+    def __init__(self) -> None:
+        super().__init__(
+            f"The request body is larger than {settings.DATA_UPLOAD_MAX_MEMORY_SIZE:,} bytes."
+        )
+
+
 def exception_handler(error: Exception, context: dict[str, Any]) -> Response | None:
     """DRF's handler, plus: service validation errors are 400s with field errors, stale
-    writes are 412s, and every error body has a ``detail`` field."""
-    if isinstance(error, DjangoValidationError):
+    writes are 412s, bodies over DATA_UPLOAD_MAX_MEMORY_SIZE are 413s (Django refuses
+    them from their Content-Length, before reading), and every error body has a
+    ``detail`` field."""
+    if isinstance(error, RequestDataTooBig):
+        error = RequestTooLarge()
+    elif isinstance(error, DjangoValidationError):
         error = exceptions.ValidationError(
             error.message_dict if hasattr(error, "error_dict") else {"detail": error.messages}
         )
@@ -61,7 +77,11 @@ class IsOrganizationMember(BasePermission):
 
 
 class IsOrganizationAdminOrReadOnly(BasePermission):
-    """Every member reads; only the organization's admins write."""
+    """Every member reads; only the organization's admins write.
+
+    On a detail route the write is refused per object (the view's ``get_object`` calls
+    ``check_object_permissions`` after its organization-scoped lookup), so another
+    organization's or an unknown id is a 404 for everyone, never a 403 (DESIGN.md)."""
 
     message = "Only organization admins can do this."
 
@@ -69,7 +89,15 @@ class IsOrganizationAdminOrReadOnly(BasePermission):
         membership = get_membership(request.user)
         if membership is None:
             return False
+        if getattr(view, "detail", False):
+            return True
         return request.method in SAFE_METHODS or membership.role == Role.ADMIN
+
+    def has_object_permission(self, request, view, obj) -> bool:
+        membership = get_membership(request.user)
+        return request.method in SAFE_METHODS or (
+            membership is not None and membership.role == Role.ADMIN
+        )
 
 
 class IsOrganizationAdmin(BasePermission):
@@ -93,10 +121,26 @@ class Pagination(PageNumberPagination):
         raw = request.query_params.get(self.page_size_query_param)
         if raw is None:
             return self.page_size
-        if not raw.isdigit() or not 1 <= int(raw) <= self.max_page_size:
+        # ASCII digits only: "²".isdigit() is true but int("²") raises (a 500).
+        if not _is_whole_number(raw) or not 1 <= int(raw) <= self.max_page_size:
             message = f"Enter a whole number from 1 to {self.max_page_size}."
             raise exceptions.ValidationError({self.page_size_query_param: message})
         return int(raw)
+
+    def get_page_number(self, request, paginator) -> int:
+        # DRF reads an empty ?page= as page 1 and other text as an unknown page (404): a
+        # page that is not a whole number is a client's mistake, a 400 as for page_size.
+        # A page past the last one stays a 404.
+        raw = request.query_params.get(self.page_query_param)
+        if raw is None:
+            return 1
+        if not _is_whole_number(raw) or int(raw) < 1:
+            raise exceptions.ValidationError({self.page_query_param: "Enter a page number from 1."})
+        return int(raw)
+
+
+def _is_whole_number(text: str) -> bool:
+    return text.isascii() and text.isdigit()
 
 
 # --- Fields ------------------------------------------------------------------------------

@@ -138,7 +138,9 @@ class MemberViewSet(
         return MemberCreateSerializer if self.action == "create" else MemberSerializer
 
     def get_object(self) -> Membership:
-        return access.get_member_for_user(self.request.user, self.kwargs["id"])
+        membership = access.get_member_for_user(self.request.user, self.kwargs["id"])
+        self.check_object_permissions(self.request, membership)
+        return membership
 
     def perform_destroy(self, instance: Membership) -> None:
         services.remove_member(self.request.user, instance)
@@ -161,7 +163,9 @@ class GroupViewSet(viewsets.ModelViewSet):
         )
 
     def get_object(self) -> OrganizationGroup:
-        return access.get_group_for_user(self.request.user, self.kwargs["pk"])
+        group = access.get_group_for_user(self.request.user, self.kwargs["pk"])
+        self.check_object_permissions(self.request, group)
+        return group
 
     def perform_destroy(self, instance: OrganizationGroup) -> None:
         services.delete_group(self.request.user, instance)

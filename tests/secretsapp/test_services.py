@@ -311,3 +311,9 @@ def test_rename_changes_etag_but_not_version(personas: Personas):
     renamed = services.rename_secret_key(personas.admin, key, "Another name")
     assert renamed.version == key.version
     assert renamed.etag != key.etag
+
+
+def test_removing_a_member_changes_the_etag_of_keys_they_held(personas: Personas):
+    before = SecretKey.objects.get(pk=personas.restricted_key.pk).etag
+    services.remove_member(personas.admin, personas.member_use.membership)
+    assert SecretKey.objects.get(pk=personas.restricted_key.pk).etag != before

@@ -113,16 +113,23 @@ MEMORY_CRASH_SIGNALS = (signal.SIGABRT, signal.SIGSEGV, signal.SIGBUS, signal.SI
 class SandboxError(Exception):
     """The code failed or hit a limit.
 
-    `.message` is a clear human message; `.logs` holds the captured stdout/stderr (possibly
-    truncated to the output limit).
+    `.message` is a clear human message, whole: the caller redacts it, then cuts it to size
+    with `shortened` (cut first, a value straddling the cut would keep its first characters,
+    which redaction no longer recognises). `.logs` holds the captured stdout/stderr
+    (possibly cut at the output limit, anywhere).
     """
 
     def __init__(self, message: str, logs: str = "") -> None:
-        if len(message) > MAX_MESSAGE_CHARACTERS:
-            message = message[:MAX_MESSAGE_CHARACTERS] + "… [truncated]"
         super().__init__(message)
         self.message = message
         self.logs = logs
+
+
+def shortened(message: str) -> str:
+    """An error message cut to a readable size (an exception can quote a lot of data)."""
+    if len(message) > MAX_MESSAGE_CHARACTERS:
+        return message[:MAX_MESSAGE_CHARACTERS] + "… [truncated]"
+    return message
 
 
 @dataclass(frozen=True)
@@ -286,6 +293,9 @@ def build_command(language: str, limits: Limits, runner_fd: int) -> list[str]:
 
     command += hide_project_paths()
     if limits.network:
+        # Created readable: bwrap would make /etc 0700, and the run's uid could then read
+        # neither the resolver configuration nor the CA certificates.
+        command += ["--perms", "0755", "--dir", "/etc"]
         for path in NETWORK_FILES:
             command += ["--ro-bind-try", path, path]
     for name, value in environment.items():
@@ -438,6 +448,9 @@ def interpret(language: str, outcome: Outcome, limits: Limits) -> dict[str, Any]
         try:
             envelope = json.loads(outcome.result)
             status = envelope["status"]
+        except RecursionError:
+            # JavaScript serialises thousands of levels; Python's json cannot read them.
+            raise SandboxError("The result is nested too deeply to be read.", logs) from None
         except (ValueError, TypeError, KeyError) as error:
             message = "The code wrote something unreadable to the result pipe."
             raise SandboxError(message, logs) from error
