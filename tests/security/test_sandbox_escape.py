@@ -934,7 +934,11 @@ def test_writing_outside_tmp_fails_and_nothing_appears_on_the_host(sandbox: Sand
     )
 
     assert outcome.pop(inside) == "written"
-    assert outcome.pop("makedirs") != "created"
+    made = outcome.pop("makedirs")
+    # A checkout under /tmp (CI clones may live there) is shadowed by the sandbox's own
+    # tmpfs: the folder is then made in that tmpfs, which the checks below prove.
+    if not base.is_relative_to("/tmp"):
+        assert made != "created"
     assert {path: result for path, result in outcome.items() if result == "written"} == {}
     # Nothing reached the host: not the folders written to, not the host's own /tmp (the
     # sandbox's /tmp is a tmpfs of its own), not anywhere in the project.
