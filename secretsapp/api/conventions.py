@@ -64,6 +64,15 @@ def exception_handler(error: Exception, context: dict[str, Any]) -> Response | N
     return response
 
 
+# PUT is not offered: PATCH takes any subset of the fields.
+WRITE_METHODS = ["get", "post", "patch", "delete", "head", "options"]
+
+
+def organization_id(request) -> int:
+    """The caller's organization (the permission classes ensured a membership)."""
+    return get_membership(request.user).organization_id
+
+
 # --- Permissions: one class per concern --------------------------------------------------
 
 

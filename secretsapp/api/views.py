@@ -24,9 +24,11 @@ from rest_framework.views import APIView
 
 from secretsapp import access, services
 from secretsapp.api.conventions import (
+    WRITE_METHODS,
     IsOrganizationAdmin,
     IsOrganizationAdminOrReadOnly,
     IsOrganizationMember,
+    organization_id,
 )
 from secretsapp.api.serializers import (
     AuditEventSerializer,
@@ -44,7 +46,6 @@ from secretsapp.api.throttles import FailedLoginByAddressThrottle, FailedLoginBy
 from secretsapp.models import AuditEvent, Membership, OrganizationGroup, SecretKey, get_membership
 from workflows.services import usage_of
 
-WRITE_METHODS = ["get", "post", "patch", "delete", "head", "options"]
 IF_MATCH = OpenApiParameter(
     "If-Match",
     OpenApiTypes.STR,
@@ -103,11 +104,6 @@ class WhoAmIView(APIView):
         )
 
 
-def _organization_id(request) -> int:
-    # The permission classes have already made sure the caller has a membership.
-    return get_membership(request.user).organization_id
-
-
 @extend_schema_view(
     create=extend_schema(request=MemberCreateSerializer, responses={201: MemberSerializer}),
 )
@@ -129,7 +125,7 @@ class MemberViewSet(
 
     def get_queryset(self):
         return (
-            Membership.objects.filter(organization_id=_organization_id(self.request))
+            Membership.objects.filter(organization_id=organization_id(self.request))
             .select_related("user")
             .order_by("user__username")
         )
@@ -156,7 +152,7 @@ class GroupViewSet(viewsets.ModelViewSet):
 
     def get_queryset(self):
         return (
-            OrganizationGroup.objects.filter(organization_id=_organization_id(self.request))
+            OrganizationGroup.objects.filter(organization_id=organization_id(self.request))
             .select_related("group", "organization")
             .prefetch_related("group__user_set")
             .order_by(Lower("name"), "id")
@@ -272,7 +268,7 @@ class AuditEventViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
     queryset = AuditEvent.objects.none()
 
     def get_queryset(self):
-        events = AuditEvent.objects.filter(organization_id=_organization_id(self.request))
+        events = AuditEvent.objects.filter(organization_id=organization_id(self.request))
         secret = self.request.query_params.get("secret")
         if secret:
             try:

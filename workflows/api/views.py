@@ -17,8 +17,7 @@ from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
 
 from secretsapp.access import as_id
-from secretsapp.api.conventions import IsOrganizationMember
-from secretsapp.models import get_membership
+from secretsapp.api.conventions import WRITE_METHODS, IsOrganizationMember, organization_id
 from workflows import access, execution, services
 from workflows.api.serializers import (
     ActionSerializer,
@@ -29,14 +28,9 @@ from workflows.api.serializers import (
 )
 from workflows.models import Action, Run, RunStep, Workflow
 
-WRITE_METHODS = ["get", "post", "patch", "delete", "head", "options"]
 WORKFLOW_FILTER = OpenApiParameter(
     "workflow", OpenApiTypes.INT, description="Only those of this workflow."
 )
-
-
-def _organization_id(request) -> int:
-    return get_membership(request.user).organization_id
 
 
 def _workflow_filter(request) -> int | None:
@@ -59,7 +53,7 @@ class WorkflowViewSet(viewsets.ModelViewSet):
 
     def get_queryset(self):
         return (
-            Workflow.objects.filter(organization_id=_organization_id(self.request))
+            Workflow.objects.filter(organization_id=organization_id(self.request))
             .prefetch_related(Prefetch("actions", queryset=Action.objects.order_by("position")))
             .order_by("name", "id")
         )
@@ -105,7 +99,7 @@ class ActionViewSet(viewsets.ModelViewSet):
     queryset = Action.objects.none()
 
     def get_queryset(self):
-        actions = Action.objects.filter(workflow__organization_id=_organization_id(self.request))
+        actions = Action.objects.filter(workflow__organization_id=organization_id(self.request))
         workflow_id = _workflow_filter(self.request)
         if workflow_id is not None:
             actions = actions.filter(workflow_id=workflow_id)
@@ -150,7 +144,7 @@ class RunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gene
     queryset = Run.objects.none()
 
     def get_queryset(self):
-        runs = Run.objects.filter(organization_id=_organization_id(self.request))
+        runs = Run.objects.filter(organization_id=organization_id(self.request))
         workflow_id = _workflow_filter(self.request)
         if workflow_id is not None:
             runs = runs.filter(workflow_id=workflow_id)
