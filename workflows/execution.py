@@ -204,6 +204,12 @@ def _run(
             for field_name, reference in references:
                 if reference.kind is Kind.SECRET and reference.secret_id in secrets.problems:
                     raise StepFailed(f"{field_name}: {secrets.problems[reference.secret_id]}")
+            # The keys this step resolves count as used by the run (one audit event each).
+            context.used.update(
+                reference.secret_id
+                for _, reference in references
+                if reference.kind is Kind.SECRET and reference.secret_id in context.secrets
+            )
             # Libraries log while the step runs (httpx: the URL, which may hold a value).
             with redacting_logs(redactor):
                 result = _run_step(action, context)
@@ -280,7 +286,6 @@ def _record(
 
 def _run_step(action: Action, context: _TrackingContext) -> Any:
     config = action.config
-    _track_secrets(action, context)
     if action.type == ActionType.SEND_API_REQUEST:
         return _send_api_request(config, context)
     if action.type == ActionType.RUN_CODE:
@@ -292,13 +297,6 @@ def _run_step(action: Action, context: _TrackingContext) -> Any:
         }
         return sandbox.run_code(config["language"], config["code"], variables)
     raise StepFailed(f"Unknown action type “{action.type}”.")
-
-
-def _track_secrets(action: Action, context: _TrackingContext) -> None:
-    """The keys this step resolves count as used by the run (one audit event each)."""
-    for _, reference in clean_config(action.type, action.config)[1]:
-        if reference.kind is Kind.SECRET and reference.secret_id in context.secrets:
-            context.used.add(reference.secret_id)
 
 
 def _resolve_url(url: str, context: Context) -> str:
