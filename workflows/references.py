@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import re
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -161,5 +161,15 @@ def resolve_value(text: str, context: Context, field: str) -> Any:
     return resolve(text, context, field, Encoding.PLAIN)
 
 
-def secret_ids(references: Iterator[Reference] | list[Reference]) -> set[uuid.UUID]:
-    return {reference.secret_id for reference in references if reference.kind is Kind.SECRET}
+def secret_ids_in(text: str) -> set[uuid.UUID]:
+    """Ids of the well-formed secret references in ``text``, ignoring anything malformed
+    (for showing names beside a form that may not be valid yet)."""
+    ids = set()
+    for match in _BRACES.finditer(text):
+        secret = _SECRET.fullmatch(match.group(1).strip())
+        if secret:
+            try:
+                ids.add(uuid.UUID(secret.group(1)))
+            except ValueError:
+                continue
+    return ids

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 from typing import Any
 
 from django.contrib import messages
@@ -20,8 +19,7 @@ from workflows import access, execution, services
 from workflows.configs import METHODS
 from workflows.forms import ROW_KINDS, config_from_post, errors_by_field, rows_for_display
 from workflows.models import Action, ActionType, Run, Workflow
-
-_SECRET_IN_TEXT = re.compile(r"\{\{\s*secret:([0-9a-fA-F-]{36})\s*\}\}")
+from workflows.references import secret_ids_in
 
 
 def _require_member(request: HttpRequest):
@@ -68,7 +66,7 @@ def _key_names(user, configs: list[dict]) -> dict[str, str]:
     """Names of the keys these configs reference that the user may use (for the chips).
 
     Keys the user may not use stay unnamed: a restricted key's name is not theirs to see."""
-    ids = {match for config in configs for match in _SECRET_IN_TEXT.findall(json.dumps(config))}
+    ids = set().union(*(secret_ids_in(json.dumps(config)) for config in configs))
     if not ids:
         return {}
     keys = SecretKey.objects.for_user(user).filter(pk__in=ids).values_list("pk", "name")
