@@ -19,7 +19,7 @@ from django.contrib.auth.models import Group
 from django.contrib.auth.password_validation import validate_password
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connections, router, transaction
 from django.utils import timezone
 from django.views.decorators.debug import sensitive_variables
 from guardian.shortcuts import assign_perm, remove_perm
@@ -113,16 +113,47 @@ def record_key_uses(
     any number of keys. Call it inside the transaction that records the run."""
     if not used:
         return
-    events = [
-        _audit_event(
-            actor, AuditAction.USED, organization_id, secret_key_id, name, {"run_id": str(run_id)}
-        )
-        for secret_key_id, name in used.items()
-    ]
-    for event in events:
-        event.created_at = used_at
-    AuditEvent.objects.bulk_create(events)
+    event = _audit_event(
+        actor, AuditAction.USED, organization_id, None, "", {"run_id": str(run_id)}
+    )
+    event.created_at = used_at
+    _insert_per_key(event, used)
     SecretKey.objects.filter(pk__in=list(used)).update(last_used_at=used_at)
+
+
+def _insert_per_key(event: AuditEvent, keys: Mapping[Any, str]) -> None:
+    """Insert a copy of ``event`` for each key (id → name). What ``bulk_create`` would
+    do, but the fields are prepared for the database once, not once per event: for the 50
+    keys of a run, a fraction of a millisecond instead of 1.9 ms (bench figure 2)."""
+    connection = connections[router.db_for_write(AuditEvent)]
+    fields = [field for field in AuditEvent._meta.concrete_fields if not field.primary_key]
+    prepared = [
+        field.get_db_prep_save(field.pre_save(event, add=True), connection) for field in fields
+    ]
+    columns = [field.attname for field in fields]
+    key_at, name_at = columns.index("secret_key_id"), columns.index("secret_key_name")
+    key_field = fields[key_at]
+    rows = []
+    for key_id, name in keys.items():
+        row = list(prepared)
+        row[key_at] = key_field.get_db_prep_save(key_id, connection)
+        row[name_at] = name
+        rows.append(row)
+    quote = connection.ops.quote_name
+    into = "INSERT INTO {} ({}) VALUES ".format(
+        quote(AuditEvent._meta.db_table), ", ".join(quote(field.column) for field in fields)
+    )
+    placeholders = "({})".format(", ".join(["%s"] * len(fields)))
+    # One multi-row INSERT per batch (executemany would be a round trip per row on
+    # PostgreSQL), batched as bulk_create batches, under the database's parameter limit.
+    batch = connection.ops.bulk_batch_size(fields, rows)
+    with connection.cursor() as cursor:
+        for start in range(0, len(rows), batch):
+            chunk = rows[start : start + batch]
+            cursor.execute(
+                into + ", ".join([placeholders] * len(chunk)),
+                [value for row in chunk for value in row],
+            )
 
 
 # --- Validation helpers ------------------------------------------------------------------

@@ -9,11 +9,14 @@ contain request headers or bodies: they may hold secret values.
 from __future__ import annotations
 
 import codecs
+import contextlib
 import functools
 import json
 import re
 import ssl
+import threading
 import zlib
+from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
@@ -65,21 +68,31 @@ def send_request(
     A 4xx/5xx response is a result, not an error.
     """
     hop = Hop(_checked_method(method), url, _checked_headers(headers), content)
+    with transport or contextlib.nullcontext():  # a transport given for one request is closed
+        return _send(hop, allowed, resolver, transport)
+
+
+def _send(
+    hop: Hop,
+    allowed: list[str] | None,
+    resolver: Resolver | None,
+    transport: httpx.BaseTransport | None,
+) -> dict[str, Any]:
     redirects_followed = 0
-    with _new_client(transport) as client:
-        while True:
-            target = resolve_and_check(hop.url, allowed=allowed, resolver=resolver)
-            with _translated_errors(target), _stream(client, hop, target) as response:
-                location = _redirect_location(response)
-                if location is None:
-                    return _output(response)
-            if redirects_followed >= settings.HTTP_ACTION_MAX_REDIRECTS:
-                raise HttpActionError(
-                    f"Stopped after {redirects_followed} redirects "
-                    "(HTTP_ACTION_MAX_REDIRECTS); the server may be redirecting in a loop."
-                )
-            redirects_followed += 1
-            hop = _next_hop(hop, target, response.status_code, location)
+    while True:
+        target = resolve_and_check(hop.url, allowed=allowed, resolver=resolver)
+        client = _client(transport or _POOLS.transport_for(target))
+        with _translated_errors(target), _stream(client, hop, target) as response:
+            location = _redirect_location(response)
+            if location is None:
+                return _output(response)
+        if redirects_followed >= settings.HTTP_ACTION_MAX_REDIRECTS:
+            raise HttpActionError(
+                f"Stopped after {redirects_followed} redirects "
+                "(HTTP_ACTION_MAX_REDIRECTS); the server may be redirecting in a loop."
+            )
+        redirects_followed += 1
+        hop = _next_hop(hop, target, response.status_code, location)
 
 
 @dataclass(frozen=True)
@@ -145,12 +158,54 @@ def _ssl_context() -> ssl.SSLContext:
     return httpx.create_ssl_context()
 
 
-def _new_client(transport: httpx.BaseTransport | None) -> httpx.Client:
-    # One client per request: the connection pool is keyed by address, not by host name,
-    # so a shared pool could send one host's request on a connection verified for another.
+class _Pools:
+    """Keep-alive connections for outbound requests: one pool per checked address, port
+    and TLS name. httpx keys its pool by the URL's host, which is the checked address
+    here, so one shared pool could send a request for one host name over a connection
+    whose certificate was verified for another name at the same address; one pool per
+    name cannot. A pool holds connections only to an address the egress guard allowed;
+    every request is checked again before it picks one. Pools are shared by the runs of
+    all organizations: a connection carries no state from one request to the next (no
+    cookies are kept, and httpcore drops a connection that has unread data)."""
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._transports: OrderedDict[tuple, httpx.HTTPTransport] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def transport_for(self, target: ResolvedTarget) -> httpx.HTTPTransport:
+        key = (target.scheme, str(target.address), target.port, target.sni_hostname)
+        with self._lock:
+            transport = self._transports.get(key)
+            if transport is not None:
+                self._transports.move_to_end(key)
+                return transport
+            transport = httpx.HTTPTransport(
+                verify=_ssl_context(),
+                trust_env=False,
+                limits=httpx.Limits(
+                    max_connections=None,
+                    max_keepalive_connections=settings.HTTP_ACTION_KEEPALIVE_CONNECTIONS,
+                    keepalive_expiry=settings.HTTP_ACTION_KEEPALIVE_SECONDS,
+                ),
+            )
+            self._transports[key] = transport
+            if len(self._transports) > self._size:
+                _, evicted = self._transports.popitem(last=False)
+                # A request still using it (one of 256 destinations, the least recently
+                # used) fails with a clear error; closing keeps sockets from leaking.
+                evicted.close()
+            return transport
+
+
+_POOLS = _Pools(size=256)
+
+
+def _client(transport: httpx.BaseTransport) -> httpx.Client:
+    # A client per request (it would keep cookies from one run for the next); the
+    # transport holds the connections. The client is not closed: that closes the pool.
     return httpx.Client(
         transport=transport,
-        verify=_ssl_context(),
         # No proxies, .netrc credentials or other environment-driven behaviour.
         trust_env=False,
         follow_redirects=False,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -20,7 +21,9 @@ PROBE = (
 )
 
 
-def _load_settings(tmp_path: Path, **environment: str) -> subprocess.CompletedProcess:
+def _load_settings(
+    tmp_path: Path, probe: str = PROBE, **environment: str
+) -> subprocess.CompletedProcess:
     env = {
         key: value
         for key, value in os.environ.items()
@@ -29,7 +32,7 @@ def _load_settings(tmp_path: Path, **environment: str) -> subprocess.CompletedPr
     env.update({"DJANGO_SETTINGS_MODULE": "config.settings", "VAR_DIR": str(tmp_path)})
     env.update(environment)
     return subprocess.run(
-        [sys.executable, "-c", PROBE], cwd=BASE_DIR, env=env, capture_output=True, text=True
+        [sys.executable, "-c", probe], cwd=BASE_DIR, env=env, capture_output=True, text=True
     )
 
 
@@ -59,6 +62,32 @@ def test_production_with_keys_starts_https_only(tmp_path):
     result = _load_settings(tmp_path, DEBUG="0", SECRET_KEY="x" * 50, FIELD_ENCRYPTION_KEY=keys)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["False", "2", "True"]
+
+
+def _redis_reachable() -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", 6379), timeout=0.5).close()
+    except OSError:
+        return False
+    return True
+
+
+def test_the_cache_is_the_database_without_redis_url(tmp_path):
+    probe = "from django.conf import settings; print(settings.CACHES['default']['BACKEND'])"
+    result = _load_settings(tmp_path, probe, DEBUG="1", REDIS_URL="")
+    assert result.stdout.strip() == "django.core.cache.backends.db.DatabaseCache", result.stderr
+
+
+@pytest.mark.skipif(not _redis_reachable(), reason="no Redis server at 127.0.0.1:6379")
+def test_throttle_counters_go_to_redis_with_redis_url(tmp_path):
+    probe = (
+        "import uuid; from django.conf import settings; from django.core.cache import cache; "
+        "key = str(uuid.uuid4()); cache.set(key, 41, 10); "
+        "print(settings.CACHES['default']['BACKEND'], cache.incr(key)); cache.delete(key)"
+    )
+    result = _load_settings(tmp_path, probe, DEBUG="1", REDIS_URL="redis://127.0.0.1:6379/15")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["django.core.cache.backends.redis.RedisCache", "42"]
 
 
 def test_development_generates_keys_once(tmp_path):

@@ -48,6 +48,9 @@ class QuietServer(ThreadingHTTPServer):
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # Headers and body are two writes: without this, a kept-alive connection waits for
+    # the client's delayed ACK (40 ms) before the body leaves.
+    disable_nagle_algorithm = True
 
     def log_message(self, format: str, *args: object) -> None:
         pass
@@ -86,6 +89,9 @@ class Handler(BaseHTTPRequestHandler):
             "body": body.decode("utf-8"),
         }
         self.respond(200, json.dumps(echoed).encode())
+
+    def route_peer(self, url, query, body: bytes) -> None:
+        self.respond(200, json.dumps({"port": self.client_address[1]}).encode())
 
     def route_status(self, url, query, body: bytes) -> None:
         status = int(url.path.split("/")[2])
@@ -604,7 +610,42 @@ def test_https_certificate_for_another_name_is_rejected(tls_server, trust_test_c
         )
 
 
+def test_a_connection_verified_for_one_name_is_never_used_for_another(
+    tls_server, trust_test_ca
+) -> None:
+    # Both names lead to the same address and port; the first request leaves a verified
+    # connection in a pool, which the second, for a name the certificate lacks, must not get.
+    first = send("GET", f"https://api.test:{tls_server.server_port}/peer", None)
+    assert first["status_code"] == 200
+    with pytest.raises(HttpActionError, match="certificate"):
+        send("GET", f"https://other.test:{tls_server.server_port}/peer", None)
+
+
 def test_https_to_the_ip_address_is_checked_against_the_address(tls_server, trust_test_ca) -> None:
     # The certificate names api.test, not 127.0.0.1.
     with pytest.raises(HttpActionError, match="certificate"):
         send("GET", f"https://127.0.0.1:{tls_server.server_port}/echo", None)
+
+
+# --- Keep-alive -----------------------------------------------------------------------------
+
+
+def test_connections_are_kept_alive_from_one_request_to_the_next(server) -> None:
+    url = f"http://127.0.0.1:{server.server_port}/peer"
+    ports = {send("GET", url, None)["body"]["port"] for _ in range(3)}
+    assert len(ports) == 1
+
+
+def test_a_kept_alive_connection_carries_no_cookies_to_the_next_request(server) -> None:
+    base = f"http://127.0.0.1:{server.server_port}"
+    assert send("GET", f"{base}/cookies", None)["headers"]["set-cookie"]
+    assert "cookie" not in received_headers(send("GET", f"{base}/echo", None)["body"])
+
+
+def test_keep_alive_can_be_turned_off(server, settings, monkeypatch) -> None:
+    settings.HTTP_ACTION_KEEPALIVE_CONNECTIONS = 0
+    # Pools read the setting when they are made.
+    monkeypatch.setattr(http_module, "_POOLS", http_module._Pools(size=256))
+    url = f"http://127.0.0.1:{server.server_port}/peer"
+    ports = {send("GET", url, None)["body"]["port"] for _ in range(3)}
+    assert len(ports) == 3
