@@ -358,7 +358,7 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-def figures_on_postgresql(postgres_url: str, quick: bool) -> dict:
+def figures_on_postgresql(postgres_url: str, quick: bool, workers: int, threads: int) -> dict:
     import httpx
     import psycopg
 
@@ -404,10 +404,10 @@ def figures_on_postgresql(postgres_url: str, quick: bool) -> dict:
         [
             str(Path(python).parent / "gunicorn"),
             "config.wsgi",
-            "-w",
-            "2",
+            "--workers",
+            str(workers),
             "--threads",
-            "4",
+            str(threads),
             "-b",
             f"127.0.0.1:{port}",
             "--log-level",
@@ -470,7 +470,7 @@ def figures_on_postgresql(postgres_url: str, quick: bool) -> dict:
             "ratio": round(ratio, 3),
             "errors": errors,
             "clients": clients,
-            "workers": "2 × 4 threads",
+            "workers": f"{workers} × {threads} threads",
             "target": ">= 0.5, zero errors",
             "ok": ratio >= 0.5 and errors == 0,
         }
@@ -540,6 +540,13 @@ def main() -> int:
         default=os.environ.get("BENCH_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/postgres"),
         help="PostgreSQL server for the gunicorn figure (a database named bench is created)",
     )
+    parser.add_argument(
+        "--workers", type=int, default=2 * (os.cpu_count() or 1) + 1, help="gunicorn workers"
+    )
+    parser.add_argument("--threads", type=int, default=4, help="threads per gunicorn worker")
+    parser.add_argument(
+        "--only-postgresql", action="store_true", help="figures 1, 2 and 5 on PostgreSQL only"
+    )
     arguments = parser.parse_args()
 
     shutil.rmtree(BENCH_DIR, ignore_errors=True)
@@ -553,8 +560,15 @@ def main() -> int:
     call_command("migrate", verbosity=0)
     call_command("createcachetable", verbosity=0)
 
-    results = {"machine": _machine(), "figures": figures_in_process(arguments.quick)}
-    results["figures"].update(figures_on_postgresql(arguments.postgres, arguments.quick))
+    results = {
+        "machine": _machine(),
+        "figures": {} if arguments.only_postgresql else figures_in_process(arguments.quick),
+    }
+    results["figures"].update(
+        figures_on_postgresql(
+            arguments.postgres, arguments.quick, arguments.workers, arguments.threads
+        )
+    )
     _print(results)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=2))
