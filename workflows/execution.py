@@ -27,7 +27,7 @@ from secretsapp import services as secret_services
 from secretsapp.fields import SecretDecryptionError
 from secretsapp.models import SecretKey
 from workflows import access, http, sandbox
-from workflows.configs import UNSTORABLE_CHARACTERS, clean_config
+from workflows.configs import UNSTORABLE_CHARACTERS, stored_references
 from workflows.egress import EgressRefused
 from workflows.models import Action, ActionType, Run, RunStatus, RunStep, Workflow
 from workflows.redaction import Redactor, redacting_logs
@@ -179,7 +179,7 @@ def _run(
 ) -> Run:
     access.require_member_of(actor, workflow.organization_id)
     inputs = _clean_inputs(workflow, inputs)
-    parsed = [(action, clean_config(action.type, action.config)[1]) for action in actions]
+    parsed = [(action, stored_references(action.type, action.config)) for action in actions]
     secret_ids = {
         reference.secret_id
         for _, references in parsed

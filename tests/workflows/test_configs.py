@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 from django.core.exceptions import ValidationError
 
-from workflows.configs import clean_config
+from workflows.configs import clean_config, stored_references
 
 
 def _errors(action_type, config) -> list[str]:
@@ -108,3 +108,21 @@ def test_code_itself_is_not_templated():
         },
     )
     assert [field for field, _ in references] == ["config.variables[0].value"]
+
+
+def test_stored_references_are_clean_configs_and_follow_the_config():
+    config = {"method": "GET", "url": "https://api.test/{{inputs.id}}", "headers": []}
+    assert stored_references("send_api_request", config) == tuple(
+        clean_config("send_api_request", config)[1]
+    )
+    config["headers"] = [{"name": "X-Id", "value": "{{inputs.other}}"}]
+    assert [field for field, _ in stored_references("send_api_request", config)] == [
+        "config.url",
+        "config.headers[0].value",
+    ]
+
+
+def test_a_stored_config_that_does_not_validate_fails_every_time():
+    for _ in range(2):  # not remembered as valid after the first failure
+        with pytest.raises(ValidationError):
+            stored_references("send_api_request", {"method": "GET", "url": "{{oops}}"})
