@@ -122,37 +122,38 @@ def record_key_uses(
 
 
 def _insert_per_key(event: AuditEvent, keys: Mapping[Any, str]) -> None:
-    """Insert a copy of ``event`` for each key (id → name). What ``bulk_create`` would
-    do, but the fields are prepared for the database once, not once per event: for the 50
-    keys of a run, a fraction of a millisecond instead of 1.9 ms (bench figure 2)."""
+    """Insert a copy of ``event`` for each key (id → name), in one statement per 500 keys.
+
+    What ``bulk_create`` would do, but the event's fields are prepared for the database
+    once and sent once; only each key's id and name are sent per row. For the 50 keys of
+    a run: one statement of 106 parameters, instead of 400 parameters prepared one by one
+    (bulk_create: 1.9 ms on SQLite)."""
     connection = connections[router.db_for_write(AuditEvent)]
     fields = [field for field in AuditEvent._meta.concrete_fields if not field.primary_key]
-    prepared = [
-        field.get_db_prep_save(field.pre_save(event, add=True), connection) for field in fields
+    per_key = {"secret_key_id": "column1", "secret_key_name": "column2"}
+    constants = [
+        field.get_db_prep_save(field.pre_save(event, add=True), connection)
+        for field in fields
+        if field.attname not in per_key
     ]
-    columns = [field.attname for field in fields]
-    key_at, name_at = columns.index("secret_key_id"), columns.index("secret_key_name")
-    key_field = fields[key_at]
-    rows = []
-    for key_id, name in keys.items():
-        row = list(prepared)
-        row[key_at] = key_field.get_db_prep_save(key_id, connection)
-        row[name_at] = name
-        rows.append(row)
+    key_field = AuditEvent._meta.get_field("secret_key_id")
+    rows = [(key_field.get_db_prep_save(key_id, connection), name) for key_id, name in keys.items()]
     quote = connection.ops.quote_name
-    into = "INSERT INTO {} ({}) VALUES ".format(
-        quote(AuditEvent._meta.db_table), ", ".join(quote(field.column) for field in fields)
+    # INSERT … SELECT <the event's fields>, v.column1, v.column2 FROM (VALUES (id, name), …)
+    # reads the same on SQLite and PostgreSQL (both name VALUES columns column1, column2).
+    sql = "INSERT INTO {} ({}) SELECT {} FROM (VALUES {{}}) AS v".format(
+        quote(AuditEvent._meta.db_table),
+        ", ".join(quote(field.column) for field in fields),
+        ", ".join(
+            f"v.{per_key[field.attname]}" if field.attname in per_key else "%s" for field in fields
+        ),
     )
-    placeholders = "({})".format(", ".join(["%s"] * len(fields)))
-    # One multi-row INSERT per batch (executemany would be a round trip per row on
-    # PostgreSQL), batched as bulk_create batches, under the database's parameter limit.
-    batch = connection.ops.bulk_batch_size(fields, rows)
     with connection.cursor() as cursor:
-        for start in range(0, len(rows), batch):
-            chunk = rows[start : start + batch]
+        for start in range(0, len(rows), 500):
+            chunk = rows[start : start + 500]
             cursor.execute(
-                into + ", ".join([placeholders] * len(chunk)),
-                [value for row in chunk for value in row],
+                sql.format(", ".join(["(%s, %s)"] * len(chunk))),
+                [*constants, *(value for row in chunk for value in row)],
             )
 
 

@@ -347,3 +347,41 @@ def test_a_wrong_encryption_key_fails_the_run_and_sends_no_ciphertext(
     assert run.status == "failed"
     assert "cannot be decrypted" in run.recorded_steps[0].error
     assert echo_server.requests == []
+
+
+def test_used_events_hold_who_when_which_key_and_the_run(personas: Personas, workflow, echo_server):
+    keys = [personas.team_key, personas.restricted_key]
+    _action(
+        personas.member_use,
+        workflow,
+        http_action(
+            f"{echo_server.url}/echo",
+            headers=[{"name": f"X-{index}", "value": _ref(key)} for index, key in enumerate(keys)],
+        ),
+    )
+    run = execution.run_workflow(personas.member_use, workflow, {})
+    assert run.status == "succeeded"
+    events = AuditEvent.objects.filter(action=AuditAction.USED).order_by("secret_key_name")
+    assert [
+        (
+            event.organization_id,
+            event.actor_id,
+            event.actor_name,
+            event.secret_key_id,
+            event.secret_key_name,
+            event.changes,
+            event.created_at,
+        )
+        for event in events
+    ] == [
+        (
+            personas.organization.pk,
+            personas.member_use.pk,
+            personas.member_use.username,
+            key.pk,
+            key.name,
+            {"run_id": str(run.pk)},
+            run.finished_at,
+        )
+        for key in sorted(keys, key=lambda key: key.name)
+    ], "each event as record_event would write it"
