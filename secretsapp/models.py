@@ -7,16 +7,20 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from django.conf import settings
-from django.contrib.auth.models import Group
-from django.db import models
-from django.db.models import BooleanField, Case, Exists, OuterRef, Prefetch, Q, Value, When
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group, Permission
+from django.db import connections, models
+from django.db.models import BooleanField, Case, Exists, OuterRef, Q, Value, When
 from django.db.models.functions import Lower
+from django.db.models.query import ModelIterable
 from django.utils import timezone
 from guardian.models import GroupObjectPermissionBase, UserObjectPermissionBase
 
 from secretsapp.fields import StrictEncryptedTextField
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 
 NAME_MAX_LENGTH = 100
@@ -172,53 +176,108 @@ class SecretKeyQuerySet(models.QuerySet):
         if membership.role == Role.ADMIN:
             return keys.annotate(can_use=Value(True), can_manage=Value(True))
 
-        user_grants = SecretKeyUserObjectPermission.objects.filter(
-            content_object=OuterRef("pk"), user=user
-        )
+        user_grants = SecretKeyUserObjectPermission.objects.filter(user_id=user.pk)
+        # Through the user's group memberships, without joining auth_group.
         group_grants = SecretKeyGroupObjectPermission.objects.filter(
-            content_object=OuterRef("pk"), group__user=user
+            Exists(
+                get_user_model().groups.through.objects.filter(
+                    user_id=user.pk, group_id=OuterRef("group_id")
+                )
+            )
         )
-        any_grant = Exists(user_grants) | Exists(group_grants)
+        has_grant = self._grant_test()
+        any_grant = has_grant(user_grants) | has_grant(group_grants)
         if membership.role == Role.VIEWER:
-            manage = Value(False)
-            use = Q(access=Access.TEAM) | any_grant
-        else:
-            manage_grant = Exists(
-                user_grants.filter(permission__codename=MANAGE_PERMISSION)
-            ) | Exists(group_grants.filter(permission__codename=MANAGE_PERMISSION))
-            manage = Case(
+            return keys.filter(Q(access=Access.TEAM) | any_grant).annotate(
+                can_use=Value(True), can_manage=Value(False)
+            )
+        # By id rather than through a join, so that a grant is still one index probe.
+        manage = Permission.objects.filter(codename=MANAGE_PERMISSION).values("pk")
+        manage_grant = has_grant(user_grants.filter(permission_id__in=manage)) | has_grant(
+            group_grants.filter(permission_id__in=manage)
+        )
+        # Filtering on the rule itself, not on a CASE annotation, keeps the annotations out
+        # of the COUNT(*) that pagination runs.
+        return keys.filter(Q(access=Access.TEAM) | Q(created_by=user) | any_grant).annotate(
+            can_use=Value(True),
+            can_manage=Case(
                 When(Q(created_by=user) | manage_grant, then=Value(True)),
                 default=Value(False),
                 output_field=BooleanField(),
-            )
-            use = Q(access=Access.TEAM) | Q(created_by=user) | any_grant
-        return keys.annotate(
-            can_use=Case(When(use, then=Value(True)), default=Value(False)),
-            can_manage=manage,
-        ).filter(can_use=True)
-
-    def with_grants(self) -> SecretKeyQuerySet:
-        """Prefetch what ``SecretKey.grants`` reads: two queries for any number of keys."""
-        return self.prefetch_related(
-            Prefetch(
-                "user_grants",
-                queryset=SecretKeyUserObjectPermission.objects.select_related(
-                    "permission", "user"
-                ).order_by("user__username"),
-            ),
-            Prefetch(
-                "group_grants",
-                queryset=SecretKeyGroupObjectPermission.objects.select_related(
-                    "permission", "group__organization_group"
-                ).order_by("group__organization_group__name"),
             ),
         )
+
+    def _grant_test(self) -> Callable[[models.QuerySet], Exists | Q]:
+        """How to ask "is there one of these grants on the key?" in this database.
+
+        SQLite answers a correlated EXISTS with one probe of a (key, principal) index per
+        key, so the first page and single keys cost the same for 10 or 10,000 keys, while
+        ``pk IN (…)`` would first collect all of the user's grants. PostgreSQL hashes
+        ``pk IN (…)`` once per query. It would hash an EXISTS under an OR too, but it costs
+        the plan as if every key were probed, which for thousands of keys is enough to
+        JIT-compile the COUNT(*): 8 ms instead of 2 for 10,000 keys. The price is that one
+        key costs a hash of the user's grants (1 ms for 5,000 grants).
+        """
+        if connections[self.db].vendor == "postgresql":
+            return lambda grants: Q(pk__in=grants.values("content_object_id"))
+        return lambda grants: Exists(grants.filter(content_object=OuterRef("pk")))
+
+    def with_grants(self) -> SecretKeyQuerySet:
+        """Load what ``SecretKey.grants`` reads with the keys: two queries for any number."""
+        clone = self._chain()
+        if clone._iterable_class is ModelIterable:
+            clone._iterable_class = _WithGrantsIterable
+        return clone
 
     def usable_by(self, user: AbstractBaseUser | AnonymousUser | None) -> SecretKeyQuerySet:
         return self.for_user(user)
 
     def managed_by(self, user: AbstractBaseUser | AnonymousUser | None) -> SecretKeyQuerySet:
         return self.for_user(user).filter(can_manage=True)
+
+
+class _WithGrantsIterable(ModelIterable):
+    def __iter__(self):
+        secret_keys = list(super().__iter__())
+        grants = _load_grants([secret_key.pk for secret_key in secret_keys])
+        for secret_key in secret_keys:
+            secret_key._loaded_grants = grants[secret_key.pk]
+        yield from secret_keys
+
+
+def _load_grants(secret_key_ids: list[uuid.UUID]) -> dict[uuid.UUID, list[Grant]]:
+    """The grants of the keys, users (by name) then groups (by name), in two queries.
+
+    Rows rather than prefetched model instances (a grant, its permission and its user or
+    group): a page of 50 keys costs a quarter of the time.
+    """
+    grants: dict[uuid.UUID, list[Grant]] = {secret_key_id: [] for secret_key_id in secret_key_ids}
+    if not grants:
+        return grants
+    user_rows = (
+        SecretKeyUserObjectPermission.objects.filter(content_object_id__in=secret_key_ids)
+        .order_by("user__username")
+        .values_list("content_object_id", "user_id", "permission__codename", "user__username")
+    )
+    group_rows = (
+        SecretKeyGroupObjectPermission.objects.filter(content_object_id__in=secret_key_ids)
+        .order_by("group__organization_group__name")
+        .values_list(
+            "content_object_id",
+            "group__organization_group__id",
+            "permission__codename",
+            "group__organization_group__name",
+        )
+    )
+    for principal_type, rows in (
+        (PrincipalType.USER, user_rows),
+        (PrincipalType.GROUP, group_rows),
+    ):
+        for secret_key_id, principal_id, codename, principal_name in rows:
+            grants[secret_key_id].append(
+                Grant(principal_type, principal_id, Level.from_codename(codename), principal_name)
+            )
+    return grants
 
 
 class SecretKeyManager(models.Manager.from_queryset(SecretKeyQuerySet)):
@@ -267,6 +326,14 @@ class SecretKey(models.Model):
             ),
             models.CheckConstraint(condition=Q(version__gte=1), name="secretkey_version_positive"),
         ]
+        indexes = [
+            # Holds every column the visibility rule reads, so counting the keys a member
+            # may Use (the API's pagination) never reads the table rows.
+            models.Index(
+                fields=["organization", "access", "created_by", "id"],
+                name="secretkey_org_visibility",
+            ),
+        ]
 
     def __str__(self) -> str:
         return self.name
@@ -287,25 +354,10 @@ class SecretKey(models.Model):
     @property
     def grants(self) -> list[Grant]:
         """Users first, then groups; use ``with_grants()`` when reading many keys."""
-        user_grants = [
-            Grant(
-                PrincipalType.USER,
-                grant.user_id,
-                Level.from_codename(grant.permission.codename),
-                grant.user.get_username(),
-            )
-            for grant in self.user_grants.all()
-        ]
-        group_grants = [
-            Grant(
-                PrincipalType.GROUP,
-                grant.group.organization_group.pk,
-                Level.from_codename(grant.permission.codename),
-                grant.group.organization_group.name,
-            )
-            for grant in self.group_grants.all()
-        ]
-        return user_grants + group_grants
+        loaded = getattr(self, "_loaded_grants", None)
+        if loaded is None:
+            return _load_grants([self.pk])[self.pk]
+        return list(loaded)
 
 
 class SecretKeyUserObjectPermission(UserObjectPermissionBase):
@@ -317,6 +369,10 @@ class SecretKeyUserObjectPermission(UserObjectPermissionBase):
 
     class Meta(UserObjectPermissionBase.Meta):
         abstract = False
+        indexes = [
+            # "Has this user a grant on this key?", asked for every key a list considers.
+            models.Index(fields=["content_object", "user"], name="secretkeyuserperm_key_user"),
+        ]
 
 
 class SecretKeyGroupObjectPermission(GroupObjectPermissionBase):
@@ -328,6 +384,10 @@ class SecretKeyGroupObjectPermission(GroupObjectPermissionBase):
 
     class Meta(GroupObjectPermissionBase.Meta):
         abstract = False
+        indexes = [
+            # "Has one of this user's groups a grant on this key?", for every key listed.
+            models.Index(fields=["content_object", "group"], name="secretkeygroupperm_key_group"),
+        ]
 
 
 class AuditAction(models.TextChoices):

@@ -62,7 +62,10 @@ def key_picker(request: HttpRequest) -> HttpResponse:
     """The keys the user may Use, first 50 by name, for "Insert a Secret Key"."""
     _membership(request)
     keys, query = _search(request)
-    page = list(keys.only("id", "name", "access")[: PICKER_LIMIT + 1])
+    # Rows of the three columns shown: values() also leaves can_manage out of the query.
+    page = list(keys.values("id", "name", "access")[: PICKER_LIMIT + 1])
+    for row in page:
+        row["access_label"] = Access(row["access"]).label
     return render(
         request,
         "secretsapp/key_picker_menu.html",

@@ -165,6 +165,25 @@ class SecretKeySerializer(serializers.Serializer):
     value_updated_at = serializers.DateTimeField(read_only=True)
     last_used_at = serializers.DateTimeField(read_only=True, allow_null=True)
 
+    def to_representation(self, secret_key: SecretKey) -> dict[str, Any]:
+        # What DRF's generic field-by-field loop returns (a test compares the two), built
+        # directly: a page of 50 keys serializes in half the time.
+        timestamp = self.fields["created_at"].to_representation  # None stays None
+        return {
+            "id": str(secret_key.id),
+            "name": secret_key.name,
+            "access": secret_key.access,
+            "grants": [grant.as_dict() for grant in secret_key.grants],
+            "can_use": bool(secret_key.can_use),
+            "can_manage": bool(secret_key.can_manage),
+            "version": secret_key.version,
+            "created_by": secret_key.created_by_id,
+            "created_at": timestamp(secret_key.created_at),
+            "updated_at": timestamp(secret_key.updated_at),
+            "value_updated_at": timestamp(secret_key.value_updated_at),
+            "last_used_at": timestamp(secret_key.last_used_at),
+        }
+
     def create(self, validated_data: dict[str, Any]) -> SecretKey:
         return services.create_secret_key(
             self.context["request"].user,
