@@ -36,6 +36,7 @@ from pathlib import Path
 BASE_DIR = Path(__file__).resolve().parent.parent
 BENCH_DIR = BASE_DIR / "var" / "bench"
 RESULTS = BASE_DIR / "artifacts" / "bench-results.json"
+PROFILES = BASE_DIR / "artifacts" / "profiles"
 FERNET_KEY = "t7r1I0O0bqvpD9OD3W8QmfXH4iTqXv0l5m8Y9f2oCk0="
 PASSWORD = "Bench-password-2026"
 
@@ -100,6 +101,22 @@ def start_target() -> str:
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return f"http://127.0.0.1:{server.server_address[1]}"
+
+
+def start_target_process() -> tuple[str, subprocess.Popen]:
+    """The target in a process of its own, so that under load it does not share the load
+    generator's interpreter lock (which would slow the execute phases only)."""
+    process = subprocess.Popen(
+        [sys.executable, __file__, "--serve-target"], stdout=subprocess.PIPE, text=True
+    )
+    return process.stdout.readline().strip(), process
+
+
+def serve_target() -> None:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Target)
+    server.daemon_threads = True
+    print(f"http://127.0.0.1:{server.server_address[1]}", flush=True)
+    server.serve_forever()
 
 
 def p50(samples: list[float]) -> float:
@@ -207,7 +224,19 @@ def random_value(length: int = 32) -> str:
 # --- Figures -----------------------------------------------------------------------------
 
 
-def figures_in_process(quick: bool) -> dict:
+def _profile_in_process(name: str, call, rounds: int = 200) -> None:
+    from pyinstrument import Profiler
+
+    PROFILES.mkdir(parents=True, exist_ok=True)
+    profiler = Profiler(interval=0.0001)
+    profiler.start()
+    for _ in range(rounds):
+        call()
+    profiler.stop()
+    (PROFILES / f"{name}.txt").write_text(profiler.output_text(unicode=True, show_all=False))
+
+
+def figures_in_process(quick: bool, profile: bool = False) -> dict:
     from django.db import connection
     from django.test import Client
     from django.test.utils import CaptureQueriesContext
@@ -277,6 +306,10 @@ def figures_in_process(quick: bool) -> dict:
         "target": "<= 1.15 (in process)",
         "ok": ratio <= 1.15,
     }
+
+    if profile:
+        _profile_in_process("execute-50-keys", lambda: execute(50))
+        _profile_in_process("execute-0-keys", lambda: execute(0))
 
     # 3: picker and list for 10,000 keys / 200 groups vs 10 keys.
     big_admin, big_member = seed_organization("bigorg", keys=2000 if quick else 10_000, groups=200)
@@ -358,7 +391,9 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-def figures_on_postgresql(postgres_url: str, quick: bool, workers: int, threads: int) -> dict:
+def figures_on_postgresql(
+    postgres_url: str, quick: bool, workers: int, threads: int, profile: bool = False
+) -> dict:
     import httpx
     import psycopg
 
@@ -379,7 +414,7 @@ def figures_on_postgresql(postgres_url: str, quick: bool, workers: int, threads:
     subprocess.run(
         [python, "manage.py", "createcachetable"], cwd=BASE_DIR, env=environment, check=True
     )
-    target = start_target()
+    target, target_process = start_target_process()
     setup = subprocess.run(
         [python, str(BASE_DIR / "bench" / "throughput_setup.py"), target],
         cwd=BASE_DIR,
@@ -460,6 +495,12 @@ def figures_on_postgresql(postgres_url: str, quick: bool, workers: int, threads:
             ("execute_again", "POST", f"/api/v1/actions/{action_id}/execute/"),
         ):
             phases[name] = _load(base, token, method, path, clients, duration / 2)
+        if profile:
+            for name, method, path in (
+                ("noop", "GET", "/api/v1/auth/whoami/"),
+                ("execute", "POST", f"/api/v1/actions/{action_id}/execute/"),
+            ):
+                _profile_workers(gunicorn.pid, name, base, token, method, path, clients)
         noop = phases["noop"]["per_s"] + phases["noop_again"]["per_s"]
         execute = phases["execute"]["per_s"] + phases["execute_again"]["per_s"]
         errors = sum(phase["errors"] for phase in phases.values())
@@ -478,6 +519,46 @@ def figures_on_postgresql(postgres_url: str, quick: bool, workers: int, threads:
     finally:
         gunicorn.terminate()
         gunicorn.wait(timeout=10)
+        target_process.terminate()
+
+
+def _profile_workers(
+    master: int, name: str, base: str, token: str, method: str, path: str, clients: int
+) -> None:
+    """py-spy samples every gunicorn worker while the load runs: a flame graph and the
+    functions that hold most samples (inclusive), in artifacts/."""
+    PROFILES.mkdir(parents=True, exist_ok=True)
+    raw = PROFILES / f"gunicorn-{name}.txt"
+    spy = str(Path(sys.executable).parent / "py-spy")
+    common = ["record", "--pid", str(master), "--subprocesses", "--duration", "5", "--rate", "250"]
+    recorders = [
+        subprocess.Popen([spy, *common, "--format", "raw", "--output", str(raw)]),
+        subprocess.Popen(
+            [spy, *common, "--format", "flamegraph", "--output", str(raw.with_suffix(".svg"))]
+        ),
+    ]
+    time.sleep(1)  # let py-spy attach
+    _load(base, token, method, path, clients, 5.5)
+    for recorder in recorders:
+        recorder.wait(timeout=60)
+    (PROFILES / f"gunicorn-{name}-top.txt").write_text(_top_functions(raw))
+
+
+def _top_functions(raw: Path, limit: int = 40) -> str:
+    """Per function, the share of samples in which it is on the stack (collapsed stacks)."""
+    totals: dict[str, int] = {}
+    samples = 0
+    for line in raw.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not count.isdigit():
+            continue
+        samples += int(count)
+        for frame in set(stack.split(";")):
+            totals[frame] = totals.get(frame, 0) + int(count)
+    rows = sorted(totals.items(), key=lambda item: -item[1])[:limit]
+    return f"{samples} samples\n" + "\n".join(
+        f"{count / samples:6.1%}  {frame}" for frame, count in rows
+    )
 
 
 def _load(base: str, token: str, method: str, path: str, clients: int, seconds: float) -> dict:
@@ -533,6 +614,9 @@ def _machine() -> dict:
 
 
 def main() -> int:
+    if sys.argv[1:] == ["--serve-target"]:
+        serve_target()
+        return 0
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller data and fewer rounds")
     parser.add_argument(
@@ -544,6 +628,11 @@ def main() -> int:
         "--workers", type=int, default=2 * (os.cpu_count() or 1) + 1, help="gunicorn workers"
     )
     parser.add_argument("--threads", type=int, default=4, help="threads per gunicorn worker")
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="also profile: figure 2 in process (pyinstrument), figure 5's workers (py-spy)",
+    )
     parser.add_argument(
         "--only-postgresql", action="store_true", help="figures 1, 2 and 5 on PostgreSQL only"
     )
@@ -562,11 +651,17 @@ def main() -> int:
 
     results = {
         "machine": _machine(),
-        "figures": {} if arguments.only_postgresql else figures_in_process(arguments.quick),
+        "figures": {}
+        if arguments.only_postgresql
+        else figures_in_process(arguments.quick, arguments.profile),
     }
     results["figures"].update(
         figures_on_postgresql(
-            arguments.postgres, arguments.quick, arguments.workers, arguments.threads
+            arguments.postgres,
+            arguments.quick,
+            arguments.workers,
+            arguments.threads,
+            arguments.profile,
         )
     )
     _print(results)
