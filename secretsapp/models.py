@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -10,7 +11,7 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group, Permission
 from django.db import models
-from django.db.models import BooleanField, Case, Exists, OuterRef, Q, Value, When
+from django.db.models import BooleanField, Case, Exists, OuterRef, Q, Subquery, Value, When
 from django.db.models.functions import Lower
 from django.db.models.query import ModelIterable
 from django.utils import timezone
@@ -269,11 +270,26 @@ def _load_grants(secret_key_ids: list[uuid.UUID]) -> dict[uuid.UUID, list[Grant]
     return grants
 
 
+def _last_use(secret_key_id: object) -> models.QuerySet:
+    """The time of the key's latest ``used`` event: one probe of ``auditevent_key_used``."""
+    return (
+        AuditEvent.objects.filter(secret_key_id=secret_key_id, action=AuditAction.USED)
+        .order_by("-created_at")
+        .values("created_at")[:1]
+    )
+
+
 class SecretKeyManager(models.Manager.from_queryset(SecretKeyQuerySet)):
     def get_queryset(self) -> SecretKeyQuerySet:
         # The value is decrypted only where it is needed (execution): lists, admin pages
-        # and permission checks never load it.
-        return super().get_queryset().defer("value")
+        # and permission checks never load it. The last use comes from the audit log
+        # (a subquery, evaluated only for the rows read: counts and values() leave it out).
+        return (
+            super()
+            .get_queryset()
+            .defer("value")
+            .annotate(last_used_at=Subquery(_last_use(OuterRef("pk"))))
+        )
 
 
 class SecretKey(models.Model):
@@ -295,7 +311,6 @@ class SecretKey(models.Model):
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(default=timezone.now)
     value_updated_at = models.DateTimeField(default=timezone.now)
-    last_used_at = models.DateTimeField(null=True, blank=True)
     version = models.PositiveIntegerField(default=1)
 
     objects = SecretKeyManager()
@@ -326,6 +341,19 @@ class SecretKey(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    @property
+    def last_used_at(self) -> datetime.datetime | None:
+        """When a run last used the key: its latest ``used`` audit event. Not a column, so
+        a run writes no key row (one statement fewer, and concurrent runs of the same keys
+        do not queue on their row locks); the manager's queries load it with the keys."""
+        if "_last_used_at" not in self.__dict__:
+            self._last_used_at = _last_use(self.pk).values_list("created_at", flat=True).first()
+        return self._last_used_at
+
+    @last_used_at.setter
+    def last_used_at(self, value: datetime.datetime | None) -> None:
+        self._last_used_at = value  # the manager's annotation
 
     @property
     def reference(self) -> str:
@@ -417,6 +445,10 @@ class AuditEvent(models.Model):
         indexes = [
             models.Index(fields=["organization", "-created_at"], name="auditevent_org_created"),
             models.Index(fields=["organization", "secret_key_id"], name="auditevent_org_key"),
+            # A key's last use (SecretKey.last_used_at): one probe, however often it ran.
+            models.Index(
+                fields=["secret_key_id", "action", "-created_at"], name="auditevent_key_used"
+            ),
         ]
 
     def __str__(self) -> str:

@@ -109,8 +109,8 @@ def record_key_uses(
     run_id: Any,
     used_at: Any,
 ) -> None:
-    """One ``used`` event per key of a run, and the keys' last-used time: two queries for
-    any number of keys. Call it inside the transaction that records the run."""
+    """One ``used`` event per key of a run (which is also the keys' last-used time): one
+    query for any number of keys. Call it inside the transaction that records the run."""
     if not used:
         return
     event = _audit_event(
@@ -118,7 +118,6 @@ def record_key_uses(
     )
     event.created_at = used_at
     _insert_per_key(event, used)
-    SecretKey.objects.filter(pk__in=list(used)).update(last_used_at=used_at)
 
 
 def _insert_per_key(event: AuditEvent, keys: Mapping[Any, str]) -> None:

@@ -189,7 +189,7 @@ def _key_rows(request: HttpRequest):
         .values("count")
     )
     rows = keys.annotate(used_in=Subquery(used_in, output_field=IntegerField())).only(
-        "id", "name", "access", "version", "last_used_at"
+        "id", "name", "access", "version"
     )
     return Paginator(rows, 50).get_page(request.GET.get("page")), query
 

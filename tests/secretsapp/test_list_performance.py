@@ -7,6 +7,7 @@ and Manage on every fifth.
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 
 import pytest
@@ -22,6 +23,7 @@ from secretsapp.models import (
     SecretKeyGroupObjectPermission,
     SecretKeyUserObjectPermission,
 )
+from secretsapp.services import record_key_uses
 from tests.conftest import Personas, api_client_for
 from tests.factories import MembershipFactory, OrganizationGroupFactory
 
@@ -165,8 +167,10 @@ def test_secret_list_shows_grants_of_users_then_groups(many: Seeded):
 def test_key_representation_is_what_drf_would_build(personas: Personas, persona: str):
     # SecretKeySerializer builds its payload directly for speed; it must not drift from
     # the declared fields.
-    personas.restricted_key.last_used_at = personas.restricted_key.created_at
-    personas.restricted_key.save(update_fields=["last_used_at"])
+    used = personas.restricted_key
+    record_key_uses(
+        personas.admin, used.organization_id, {used.pk: used.name}, uuid.uuid4(), used.created_at
+    )
     user = personas.by_name(persona)
     keys = SecretKey.objects.for_user(user).with_grants().order_by("name")
     assert keys
