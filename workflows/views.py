@@ -31,35 +31,66 @@ def _require_member(request: HttpRequest):
 
 @login_required
 def workflow_list(request: HttpRequest) -> HttpResponse:
-    membership = _require_member(request)
+    return _workflow_list(request, _require_member(request))
+
+
+def _workflow_list(
+    request: HttpRequest, membership, new_workflow: dict | None = None, status: int = 200
+) -> HttpResponse:
     workflows = (
         Workflow.objects.filter(organization_id=membership.organization_id)
         .prefetch_related("actions")
         .order_by("name", "id")
     )
-    return render(
-        request, "workflows/workflow_list.html", {"workflows": workflows, "nav": "workflows"}
-    )
+    context = {
+        "workflows": workflows,
+        "new_workflow": new_workflow or _settings_form(),
+        "nav": "workflows",
+    }
+    return render(request, "workflows/workflow_list.html", context, status=status)
 
 
 @login_required
 @require_POST
 def workflow_create(request: HttpRequest) -> HttpResponse:
-    _require_member(request)
-    inputs = [name.strip() for name in request.POST.get("inputs", "").split(",") if name.strip()]
+    membership = _require_member(request)
     try:
         workflow = services.create_workflow(
-            request.user, name=request.POST.get("name", ""), inputs=inputs
+            request.user, name=request.POST.get("name", ""), inputs=_posted_inputs(request)
         )
     except ValidationError as error:
-        messages.error(request, _first_message(error))
-        return redirect("workflows:list")
+        return _workflow_list(request, membership, _settings_form(request, error), status=422)
     messages.success(request, f"Workflow “{workflow.name}” created. Add its first action.")
     return redirect("workflows:edit", workflow.pk)
 
 
 def _first_message(error: ValidationError) -> str:
     return " ".join(message for messages in error.message_dict.values() for message in messages)
+
+
+def _posted_inputs(request: HttpRequest) -> list[str]:
+    return [name.strip() for name in request.POST.get("inputs", "").split(",") if name.strip()]
+
+
+def _settings_form(
+    request: HttpRequest | None = None,
+    error: ValidationError | None = None,
+    workflow: Workflow | None = None,
+) -> dict[str, Any]:
+    """A workflow's name and inputs as the form shows them: as saved, or as typed with the
+    errors that refused them."""
+    if request is not None:
+        values = {"name": request.POST.get("name", ""), "inputs": request.POST.get("inputs", "")}
+    elif workflow is not None:
+        values = {"name": workflow.name, "inputs": ", ".join(workflow.inputs)}
+    else:
+        values = {"name": "", "inputs": ""}
+    errors = error.message_dict if error is not None else {}
+    return {
+        **values,
+        "name_errors": errors.get("name", []),
+        "inputs_errors": errors.get("inputs", []),
+    }
 
 
 def _key_names(user, configs: list[dict]) -> dict[str, str]:
@@ -92,7 +123,11 @@ def _action_context(action: Action, config: dict, errors: dict[str, list[str]]) 
 
 
 def _builder(
-    request: HttpRequest, workflow: Workflow, invalid: dict | None = None, status: int = 200
+    request: HttpRequest,
+    workflow: Workflow,
+    invalid: dict | None = None,
+    status: int = 200,
+    settings_form: dict | None = None,
 ):
     membership = get_membership(request.user)
     actions = list(workflow.actions.order_by("position"))
@@ -126,6 +161,7 @@ def _builder(
         "empty_row": {"name": "", "value": "", "name_errors": [], "value_errors": []},
         "builder_data": builder_data,
         "recent_runs": workflow.runs.order_by("-started_at")[:5],
+        "settings_form": settings_form or _settings_form(workflow=workflow),
         "nav": "workflows",
     }
     return render(request, "workflows/workflow_edit.html", context, status=status)
@@ -141,15 +177,17 @@ def workflow_edit(request: HttpRequest, workflow_id: int) -> HttpResponse:
 @require_POST
 def workflow_settings(request: HttpRequest, workflow_id: int) -> HttpResponse:
     workflow = access.get_workflow_for_user(request.user, workflow_id, need="edit")
-    inputs = [name.strip() for name in request.POST.get("inputs", "").split(",") if name.strip()]
     try:
         services.update_workflow(
-            request.user, workflow, name=request.POST.get("name", ""), inputs=inputs
+            request.user,
+            workflow,
+            name=request.POST.get("name", ""),
+            inputs=_posted_inputs(request),
         )
     except ValidationError as error:
-        messages.error(request, _first_message(error))
-    else:
-        messages.success(request, "Workflow saved.")
+        form = _settings_form(request, error)
+        return _builder(request, workflow, status=422, settings_form=form)
+    messages.success(request, "Workflow saved.")
     return redirect("workflows:edit", workflow.pk)
 
 

@@ -167,3 +167,40 @@ def test_running_from_the_page_shows_the_run(client, personas: Personas):
     assert TEAM_VALUE not in html
     history = client.get(f"/workflows/{workflow.pk}/runs/").content.decode()
     assert str(run.pk) in history
+
+
+def test_an_invalid_new_workflow_is_shown_again_with_its_errors_and_nothing_is_created(
+    client, personas: Personas
+):
+    response = _signed_in(client, personas.member_use).post(
+        "/workflows/new/", {"name": "Billing", "inputs": "customer, 2fast"}
+    )
+    assert response.status_code == 422
+    html = response.content.decode()
+    assert "inputs[1]: use letters, digits and _" in html
+    assert 'value="Billing"' in html and 'value="customer, 2fast"' in html
+    assert 'aria-invalid="true"' in html
+    assert not Workflow.objects.filter(name="Billing").exists()
+
+
+def test_invalid_workflow_settings_are_shown_again_with_their_errors_and_nothing_changes(
+    client, personas: Personas, workflow
+):
+    response = _signed_in(client, personas.member_use).post(
+        f"/workflows/{workflow.pk}/settings/", {"name": "  ", "inputs": "channel"}
+    )
+    assert response.status_code == 422
+    html = response.content.decode()
+    assert "Enter a name." in html
+    assert 'id="workflow-name-errors"' in html
+    workflow.refresh_from_db()
+    assert workflow.name == "Notify"
+
+
+def test_valid_workflow_settings_are_saved(client, personas: Personas, workflow):
+    response = _signed_in(client, personas.member_use).post(
+        f"/workflows/{workflow.pk}/settings/", {"name": "Notify team", "inputs": "channel, text"}
+    )
+    assert response.status_code == 302
+    workflow.refresh_from_db()
+    assert (workflow.name, workflow.inputs) == ("Notify team", ["channel", "text"])
