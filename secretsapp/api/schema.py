@@ -1,8 +1,9 @@
 """OpenAPI post-processing: document the error responses every endpoint can give.
 
 drf-spectacular documents successes; clients (and schemathesis) also need to know that
-any operation may answer 401/403/429, that detail routes may 404, that writes may 400,
-and that key writes may 412. One place adds them all, with the common error body.
+any operation may answer 401/403/429, that detail routes may 404, that writes may 400 or
+413 (a body over the size limit), and that key writes may 412. One place adds them all,
+with the common error body.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ DESCRIPTIONS = {
     "403": "Signed in, but not allowed to do this.",
     "404": "No such object in your organization (also for other organizations' objects).",
     "412": "If-Match did not match: someone changed the object since you read it.",
+    "413": "The request body is larger than the server accepts (DATA_UPLOAD_MAX_MEMORY_SIZE).",
     "429": "Too many requests: wait for the time given in Retry-After.",
 }
 
@@ -36,6 +38,8 @@ def add_error_responses(result: dict[str, Any], generator, request, public) -> d
             codes = ["400", "429"] if path.endswith("/auth/token/") else ["401", "403", "429"]
             if method in ("post", "put", "patch") or operation.get("parameters"):
                 codes.append("400")
+            if method in ("post", "put", "patch"):
+                codes.append("413")
             if "{" in path or any(
                 parameter.get("name") == "page" for parameter in operation.get("parameters", [])
             ):

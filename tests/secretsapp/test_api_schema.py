@@ -43,6 +43,8 @@ def test_every_operation_documents_its_errors():
                 assert "404" in responses, (method, path)
             if not path.endswith("/auth/token/"):
                 assert {"401", "403"} <= set(responses), (method, path)
+            if method in ("post", "put", "patch"):
+                assert {"400", "413"} <= set(responses), (method, path)
 
 
 def test_docs_are_served_without_a_cdn(client):
