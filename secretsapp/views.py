@@ -300,7 +300,12 @@ def key_access(request: HttpRequest, secret_id: uuid.UUID) -> HttpResponse:
         )
     except ValidationError as error:
         return _detail(request, secret_key, status=422, errors=error.message_dict)
-    return _changed(_detail(request, secret_key, notice="Access saved."))
+    try:
+        return _changed(_detail(request, secret_key, notice="Access saved."))
+    except Http404:
+        # The manager took away their own access: back to the keys they still have.
+        notice = f"Access saved. You no longer have access to “{secret_key.name}”."
+        return _changed(_panel(request, notice))
 
 
 @login_required
@@ -311,18 +316,19 @@ def key_delete(request: HttpRequest, secret_id: uuid.UUID) -> HttpResponse:
         return _detail(request, secret_key, confirm_delete=True)
     name = secret_key.name
     services.delete_secret_key(request.user, secret_key)
-    keys, query = _key_rows(request)
-    response = render(
-        request,
-        "secretsapp/key_manage_panel.html",
-        {
-            "keys": keys,
-            "query": "",
-            "notice": f"“{name}” deleted.",
-            "can_create": _membership(request).can_edit,
-        },
-    )
-    return _changed(response)
+    return _changed(_panel(request, f"“{name}” deleted."))
+
+
+def _panel(request: HttpRequest, notice: str) -> HttpResponse:
+    """The Manage Secret Keys panel's list, with a notice about what just happened."""
+    keys, _ = _key_rows(request)
+    context = {
+        "keys": keys,
+        "query": "",
+        "notice": notice,
+        "can_create": _membership(request).can_edit,
+    }
+    return render(request, "secretsapp/key_manage_panel.html", context)
 
 
 # --- Audit log ---------------------------------------------------------------------------

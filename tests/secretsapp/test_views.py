@@ -153,6 +153,19 @@ def test_update_value_and_access_from_the_panel(client, personas: Personas):
     assert bad.status_code == 422
 
 
+def test_a_manager_who_removes_their_own_access_is_taken_back_to_the_list(
+    client, personas: Personas
+):
+    client = _client(client, personas.member_manage)
+    # Restricted, granted to nobody: carol (a Manage grant, not the creator) loses it.
+    response = client.post(f"/keys/{personas.restricted_key.pk}/access/", {"access": "restricted"})
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert "You no longer have access to “Stripe live”" in html
+    assert "secretKeysChanged" in response["HX-Trigger"]
+    assert client.get(f"/keys/{personas.restricted_key.pk}/").status_code == 404
+
+
 def test_use_only_detail_has_no_controls(client, personas: Personas):
     html = (
         _client(client, personas.member_use)
