@@ -33,12 +33,14 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import execute_setup  # bench/, beside this script
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 BENCH_DIR = BASE_DIR / "var" / "bench"
 RESULTS = BASE_DIR / "artifacts" / "bench-results.json"
 PROFILES = BASE_DIR / "artifacts" / "profiles"
 FERNET_KEY = "t7r1I0O0bqvpD9OD3W8QmfXH4iTqXv0l5m8Y9f2oCk0="
-PASSWORD = "Bench-password-2026"
+PASSWORD = execute_setup.PASSWORD
 
 
 def _redis_url() -> str | None:
@@ -232,6 +234,33 @@ def _profile_in_process(name: str, call, rounds: int = 200) -> None:
     (PROFILES / f"{name}.txt").write_text(profiler.output_text(unicode=True, show_all=False))
 
 
+def _queries_figure(queries: dict) -> dict:
+    """Figure 1 from the SQL of an execute with 1 and with 50 keys (execute_setup)."""
+    one, fifty = len(queries[1]), len(queries[50])
+    return {
+        "keys_1": one,
+        "keys_50": fifty,
+        "target": "equal, <= 8",
+        "ok": one == fifty and fifty <= 8,
+        "queries": queries[50],
+    }
+
+
+def _ratio_figure(
+    labels: tuple[str, str], samples: tuple[list, list], limit: float, target: str, **extra
+) -> dict:
+    """p50 of each side, their ratio, and whether it is within ``limit``."""
+    ratio = p50(samples[0]) / p50(samples[1])
+    return {
+        f"p50_ms_{labels[0]}": round(p50(samples[0]) * 1000, 2),
+        f"p50_ms_{labels[1]}": round(p50(samples[1]) * 1000, 2),
+        "ratio": round(ratio, 3),
+        **extra,
+        "target": target,
+        "ok": ratio <= limit,
+    }
+
+
 def figures_in_process(quick: bool, profile: bool = False) -> dict:
     from django.db import connection
     from django.test import Client
@@ -239,70 +268,18 @@ def figures_in_process(quick: bool, profile: bool = False) -> dict:
     from rest_framework.authtoken.models import Token
     from rest_framework.test import APIClient
 
-    from secretsapp import services as secret_services
-    from workflows import services
     from workflows.redaction import Redactor
 
     results: dict = {}
     target, target_process = start_target_process()
 
     # 1 and 2: execute with 0, 1 and 50 keys.
-    admin, member = seed_organization("execorg", keys=0, groups=0, members=2)
-    keys = [
-        secret_services.create_secret_key(admin, name=f"Exec key {index}", value=random_value())
-        for index in range(50)
-    ]
-    workflow = services.create_workflow(admin, name="Bench")
-
-    def action(count: int):
-        headers = [
-            {"name": f"X-Key-{index}", "value": f"{{{{secret:{keys[index].pk}}}}}"}
-            for index in range(count)
-        ]
-        return services.create_action(
-            admin,
-            workflow,
-            name=f"{count} keys",
-            action_type="send_api_request",
-            config={"method": "POST", "url": f"{target}/hook", "headers": headers},
-        )
-
-    actions = {count: action(count) for count in (0, 1, 50)}
-    client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=admin).key}")
-
-    def execute(count: int):
-        response = client.post(f"/api/v1/actions/{actions[count].pk}/execute/", {}, format="json")
-        assert response.status_code == 200 and response.json()["status"] == "succeeded", (
-            response.content
-        )
-        return response
-
-    query_counts = {}
-    for count in (1, 50):
-        execute(count)  # warm up
-        with CaptureQueriesContext(connection) as captured:
-            execute(count)
-        query_counts[count] = len(captured)
-    results["1_queries_execute_sqlite"] = {
-        "keys_1": query_counts[1],
-        "keys_50": query_counts[50],
-        "target": "equal, <= 8",
-        "ok": query_counts[1] == query_counts[50] and query_counts[50] <= 8,
-        "queries": [query["sql"][:120] for query in captured.captured_queries],
-    }
-
-    rounds = 30 if quick else 80
-    fifty, zero = interleaved(lambda: execute(50), lambda: execute(0), rounds)
-    ratio = p50(fifty) / p50(zero)
-    results["2_execute_latency_sqlite"] = {
-        "p50_ms_50_keys": round(p50(fifty) * 1000, 2),
-        "p50_ms_0_keys": round(p50(zero) * 1000, 2),
-        "ratio": round(ratio, 3),
-        "target": "<= 1.15 (in process)",
-        "ok": ratio <= 1.15,
-    }
-
+    execute = execute_setup.executor(*execute_setup.seed(target))
+    results["1_queries_execute_sqlite"] = _queries_figure(execute_setup.statements(execute))
+    samples = interleaved(lambda: execute(50), lambda: execute(0), 30 if quick else 80)
+    results["2_execute_latency_sqlite"] = _ratio_figure(
+        ("50_keys", "0_keys"), samples, 1.15, "<= 1.15 (in process)"
+    )
     if profile:
         _profile_in_process("execute-50-keys", lambda: execute(50))
         _profile_in_process("execute-0-keys", lambda: execute(0))
@@ -341,19 +318,19 @@ def figures_in_process(quick: bool, profile: bool = False) -> dict:
                 response = make(label)()
             assert response.status_code == 200
             counts[label] = len(captured)
-        big, small = interleaved(make("big"), make("small"), 20 if quick else 40)
-        ratio = p50(big) / p50(small)
-        results[f"3_{name}"] = {
-            f"p50_ms_{many}_keys": round(p50(big) * 1000, 2),
-            "p50_ms_10_keys": round(p50(small) * 1000, 2),
-            "ratio": round(ratio, 3),
-            "queries_big": counts["big"],
-            "queries_small": counts["small"],
-            "target": "<= 1.5, same query count",
-            "ok": ratio <= 1.5 and counts["big"] == counts["small"],
-        }
+        samples = interleaved(make("big"), make("small"), 20 if quick else 40)
+        figure = _ratio_figure(
+            (f"{many}_keys", "10_keys"),
+            samples,
+            1.5,
+            "<= 1.5, same query count",
+            queries_big=counts["big"],
+            queries_small=counts["small"],
+        )
+        figure["ok"] = figure["ok"] and counts["big"] == counts["small"]
         if name.endswith("page_size_10"):
-            results[f"3_{name}"].update(target="information", ok=None)
+            figure.update(target="information", ok=None)
+        results[f"3_{name}"] = figure
 
     # 4: redaction throughput.
     secrets = [(f"key {index}", random_value()) for index in range(50)]
@@ -424,7 +401,7 @@ def figures_on_postgresql(
     )
     target, target_process = start_target_process()
     setup = subprocess.run(
-        [python, str(BASE_DIR / "bench" / "throughput_setup.py"), target],
+        [python, str(BASE_DIR / "bench" / "execute_setup.py"), target],
         cwd=BASE_DIR,
         env=environment,
         check=True,
@@ -433,15 +410,8 @@ def figures_on_postgresql(
     )
     seeded = json.loads(setup.stdout)
     token, actions = seeded["token"], seeded["actions"]
-    figures = {}
-    one, fifty = len(seeded["queries"]["1"]), len(seeded["queries"]["50"])
-    figures["1_queries_execute_postgresql"] = {
-        "keys_1": one,
-        "keys_50": fifty,
-        "target": "equal, <= 8",
-        "ok": one == fifty and fifty <= 8,
-        "queries": seeded["queries"]["50"],
-    }
+    queries = {int(count): sql for count, sql in seeded["queries"].items()}
+    figures = {"1_queries_execute_postgresql": _queries_figure(queries)}
     port = _free_port()
     gunicorn = subprocess.Popen(
         [
@@ -483,15 +453,10 @@ def figures_on_postgresql(
             for count in ("0", "50"):
                 for _ in range(10):
                     execute(count)()
-            fifty_keys, zero_keys = interleaved(execute("50"), execute("0"), 40 if quick else 150)
-        ratio = p50(fifty_keys) / p50(zero_keys)
-        figures["2_execute_latency_postgresql"] = {
-            "p50_ms_50_keys": round(p50(fifty_keys) * 1000, 2),
-            "p50_ms_0_keys": round(p50(zero_keys) * 1000, 2),
-            "ratio": round(ratio, 3),
-            "target": "<= 1.15 (gunicorn)",
-            "ok": ratio <= 1.15,
-        }
+            samples = interleaved(execute("50"), execute("0"), 40 if quick else 150)
+        figures["2_execute_latency_postgresql"] = _ratio_figure(
+            ("50_keys", "0_keys"), samples, 1.15, "<= 1.15 (gunicorn)"
+        )
         duration = 4.0 if quick else 10.0
         action_id = actions["5"]
         clients = 8
