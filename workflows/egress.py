@@ -99,7 +99,7 @@ def resolve_and_check(
     ``allowed`` defaults to settings.EGRESS_ALLOWED_HOSTS; ``resolver`` to getaddrinfo.
     Raises EgressRefused.
     """
-    parsed = _parse_url(url)
+    parsed = parse_url(url)
     host = parsed.raw_host.decode("ascii")
     port = parsed.port or DEFAULT_PORTS[parsed.scheme]
     literal = _ip_literal(host)
@@ -193,11 +193,17 @@ class AllowList:
         )
 
 
-def _parse_url(url: str) -> httpx.URL:
+def parse_url(url: str) -> httpx.URL:
+    """The URL parsed, or EgressRefused saying why it cannot be sent to: the one parser of
+    action URLs (the first, each redirect's, and the first with its query rows merged)."""
     try:
         parsed = httpx.URL(url)
     except (httpx.InvalidURL, TypeError, ValueError) as error:
-        raise EgressRefused(f"Refused: the URL is not valid ({error}).") from None
+        # The kind of error only: httpx quotes the offending part ("Invalid port: '…'"),
+        # and a URL kept as a key puts any part of the value there, which redaction (of
+        # whole values) would not catch.
+        reason = str(error).split(":", 1)[0]
+        raise EgressRefused(f"Refused: the URL is not valid ({reason}).") from None
     if parsed.scheme not in DEFAULT_PORTS:
         shown = f"{parsed.scheme}://" if parsed.scheme else "a URL without a scheme"
         raise EgressRefused(f"Refused: {shown} is not supported; use http:// or https://.")

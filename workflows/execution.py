@@ -18,7 +18,6 @@ import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import httpx
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
@@ -26,7 +25,7 @@ from django.utils import timezone
 from secretsapp import services as secret_services
 from secretsapp.fields import SecretDecryptionError
 from secretsapp.models import SecretKey
-from workflows import access, http, sandbox
+from workflows import access, egress, http, sandbox
 from workflows.configs import UNSTORABLE_CHARACTERS, stored_references
 from workflows.egress import EgressRefused
 from workflows.models import Action, ActionType, Run, RunStatus, RunStep, Workflow
@@ -351,4 +350,4 @@ def _send_api_request(config: dict, context: Context) -> dict:
 
 
 def _with_query(url: str, query: list[tuple[str, str]]) -> str:
-    return str(httpx.URL(url).copy_merge_params(query))
+    return str(egress.parse_url(url).copy_merge_params(query))

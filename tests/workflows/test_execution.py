@@ -130,6 +130,28 @@ def test_a_whole_url_kept_as_a_key_is_used_as_is(personas: Personas, workflow, e
     assert echo_server.requests[0]["path"] == "/hooks/T000/B000"
 
 
+def test_a_key_that_is_not_a_valid_url_fails_its_step_with_query_rows_too(
+    personas: Personas, workflow, echo_server
+):
+    # The query rows are merged into the URL after the key fills it in: an invalid URL
+    # must fail the step (redacted, recorded, audited), not the request with a 500.
+    webhook = secret_services.create_secret_key(
+        personas.admin, name="Webhook", value="https://hooks.test:s3cr3tT0ken/path"
+    )
+    action = _action(
+        personas.member_use,
+        workflow,
+        http_action(_ref(webhook), query=[{"name": "x", "value": "1"}]),
+    )
+    run = execution.execute_action(personas.member_use, action, {})
+    assert run.status == "failed"
+    assert run.recorded_steps[0].error.startswith("Refused: the URL is not valid")
+    assert "s3cr3tT0ken" not in run.recorded_steps[0].error
+    assert echo_server.requests == []
+    assert AuditEvent.objects.filter(action=AuditAction.USED, secret_key_id=webhook.pk).exists()
+    _assert_nothing_leaks("https://hooks.test:s3cr3tT0ken/path")
+
+
 def test_rename_keeps_actions_working(personas: Personas, workflow, echo_server):
     action = _action(
         personas.member_use,
