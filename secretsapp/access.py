@@ -102,7 +102,7 @@ def check_secret(user: AnyUser, secret_key: SecretKey, need: Need) -> None:
 
 def require_editor(user: AnyUser, organization: Organization | None = None) -> Membership:
     """Members and admins create keys; viewers may not (403), outsiders get 404."""
-    membership = _require_membership(user, organization)
+    membership = require_membership(user, organization.pk if organization else None)
     if not membership.can_edit:
         raise PermissionDenied("Viewers cannot create or change secret keys.")
     return membership
@@ -112,18 +112,28 @@ def require_admin(user: AnyUser, organization: Organization) -> Membership | Non
     """Only the organization's admins (and superusers) manage members and groups."""
     if getattr(user, "is_superuser", False) and user.is_active:
         return get_membership(user)
-    membership = _require_membership(user, organization)
+    membership = require_membership(user, organization.pk)
     if membership.role != Role.ADMIN:
         raise PermissionDenied("Only organization admins can do this.")
     return membership
 
 
-def _require_membership(user: AnyUser, organization: Organization | None) -> Membership:
+def require_membership(user: AnyUser, organization_id: int | None = None) -> Membership:
+    """The user's membership: 404 for a non-member and, given an organization, for a
+    member of another one (its existence does not leak)."""
     membership = get_membership(user)
     if membership is None or (
-        organization is not None and membership.organization_id != organization.pk
+        organization_id is not None and membership.organization_id != organization_id
     ):
         raise Http404("No such organization.")
+    return membership
+
+
+def require_signed_in_member(user: AnyUser) -> Membership:
+    """Pages: a signed-in user who belongs to no organization has nothing to see (403)."""
+    membership = get_membership(user)
+    if membership is None:
+        raise PermissionDenied("You are not a member of an organization.")
     return membership
 
 

@@ -30,20 +30,12 @@ from secretsapp.models import (
     OrganizationGroup,
     Role,
     SecretKey,
-    get_membership,
 )
 from workflows.models import SecretReference
 from workflows.services import usage_of
 
 PICKER_LIMIT = 50
 KEYS_CHANGED = "secretKeysChanged"
-
-
-def _membership(request: HttpRequest) -> Membership:
-    membership = get_membership(request.user)
-    if membership is None:
-        raise PermissionDenied("You are not a member of an organization.")
-    return membership
 
 
 def _search(request: HttpRequest):
@@ -60,7 +52,7 @@ def _search(request: HttpRequest):
 @login_required
 def key_picker(request: HttpRequest) -> HttpResponse:
     """The keys the user may Use, first 50 by name, for "Insert a Secret Key"."""
-    _membership(request)
+    access.require_signed_in_member(request.user)
     keys, query = _search(request)
     # Rows of the three columns shown: values() also leaves can_manage out of the query.
     page = list(keys.values("id", "name", "access")[: PICKER_LIMIT + 1])
@@ -76,7 +68,7 @@ def key_picker(request: HttpRequest) -> HttpResponse:
 @login_required
 def key_names(request: HttpRequest) -> JsonResponse:
     """{id: name} of the given keys the user may use — what the chips show."""
-    _membership(request)
+    access.require_signed_in_member(request.user)
     ids = []
     for raw in request.GET.getlist("id")[:500]:
         try:
@@ -136,7 +128,7 @@ def _form_grants(grants: list[dict[str, Any]]) -> list[dict[str, Any]]:
 @login_required
 @sensitive_post_parameters("value")
 def key_create(request: HttpRequest) -> HttpResponse:
-    membership = _membership(request)
+    membership = access.require_signed_in_member(request.user)
     context: dict[str, Any] = {
         "principals": _principals(membership),
         "form": {"name": "", "access": Access.TEAM, "grants": []},
@@ -197,7 +189,7 @@ def _key_rows(request: HttpRequest):
 @login_required
 def key_manage(request: HttpRequest) -> HttpResponse:
     """The Manage Secret Keys panel (or, with ?list=1, only its table: live search)."""
-    membership = _membership(request)
+    membership = access.require_signed_in_member(request.user)
     keys, query = _key_rows(request)
     template = (
         "secretsapp/key_table.html"
@@ -211,7 +203,7 @@ def key_manage(request: HttpRequest) -> HttpResponse:
 
 @login_required
 def key_page(request: HttpRequest) -> HttpResponse:
-    membership = _membership(request)
+    membership = access.require_signed_in_member(request.user)
     keys, query = _key_rows(request)
     return render(
         request,
@@ -223,7 +215,7 @@ def key_page(request: HttpRequest) -> HttpResponse:
 def _detail(
     request: HttpRequest, secret_key: SecretKey, status: int = 200, **extra: Any
 ) -> HttpResponse:
-    membership = _membership(request)
+    membership = access.require_signed_in_member(request.user)
     secret_key = access.get_secret_for_user(
         request.user,
         secret_key.pk,
@@ -326,7 +318,7 @@ def _panel(request: HttpRequest, notice: str) -> HttpResponse:
         "keys": keys,
         "query": "",
         "notice": notice,
-        "can_create": _membership(request).can_edit,
+        "can_create": access.require_signed_in_member(request.user).can_edit,
     }
     return render(request, "secretsapp/key_manage_panel.html", context)
 
@@ -336,7 +328,7 @@ def _panel(request: HttpRequest, notice: str) -> HttpResponse:
 
 @login_required
 def audit_log(request: HttpRequest) -> HttpResponse:
-    membership = _membership(request)
+    membership = access.require_signed_in_member(request.user)
     if membership.role != Role.ADMIN:
         raise PermissionDenied("Only organization admins can read the audit log.")
     events = AuditEvent.objects.filter(organization_id=membership.organization_id)

@@ -2,7 +2,7 @@
 
 Every member of the organization (viewers included) sees and runs its workflows; admins
 and members edit them. A foreign or unknown object is a 404, a visible one without the
-right a 403 — as for keys (``secretsapp.access``).
+right a 403 — as for keys (``secretsapp.access``, which also answers who is a member).
 """
 
 from __future__ import annotations
@@ -13,38 +13,25 @@ from typing import TYPE_CHECKING
 from django.core.exceptions import PermissionDenied
 from django.http import Http404
 
-from secretsapp.access import as_id
-from secretsapp.models import Membership, get_membership
+from secretsapp.access import as_id, require_membership
+from secretsapp.models import Membership
 from workflows.models import Action, Run, Workflow
 
 if TYPE_CHECKING:
     from secretsapp.access import AnyUser
 
 
-def _membership(user: AnyUser) -> Membership:
-    membership = get_membership(user)
-    if membership is None:
-        raise Http404("Not found.")
-    return membership
-
-
-def require_member_of(user: AnyUser, organization_id: int) -> Membership:
-    """Any member (viewers too) of that organization; others get a 404."""
-    membership = _membership(user)
-    if membership.organization_id != organization_id:
-        raise Http404("Not found.")
-    return membership
-
-
-def require_edit(user: AnyUser) -> Membership:
-    membership = _membership(user)
+def require_edit(user: AnyUser, organization_id: int | None = None) -> Membership:
+    """Admins and members edit workflows (of ``organization_id``, when given; others'
+    are a 404); viewers get a 403."""
+    membership = require_membership(user, organization_id)
     if not membership.can_edit:
         raise PermissionDenied("Viewers can run workflows but not change them.")
     return membership
 
 
 def get_workflow_for_user(user: AnyUser, workflow_id: object, need: str = "view") -> Workflow:
-    membership = _membership(user)
+    membership = require_membership(user)
     workflow_id = as_id(workflow_id)
     if workflow_id is None:
         raise Http404("No such workflow.")
@@ -63,7 +50,7 @@ def get_action_for_user(
     """``workflow_id`` (pages address an action through its workflow): the action must be
     one of that workflow's, or it is a 404 — before any 403, so a foreign workflow id in
     the URL is never acted upon nor answered differently from an unknown one."""
-    membership = _membership(user)
+    membership = require_membership(user)
     action_id = as_id(action_id)
     if action_id is None:
         raise Http404("No such action.")
@@ -82,7 +69,7 @@ def get_action_for_user(
 
 
 def get_run_for_user(user: AnyUser, run_id: object) -> Run:
-    membership = _membership(user)
+    membership = require_membership(user)
     try:
         run_uuid = uuid.UUID(str(run_id))
         return Run.objects.prefetch_related("steps").get(

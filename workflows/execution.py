@@ -176,7 +176,7 @@ def _run(
     inputs: Any,
     single_action: Action | None,
 ) -> Run:
-    access.require_member_of(actor, workflow.organization_id)
+    access.require_membership(actor, workflow.organization_id)
     inputs = _clean_inputs(workflow, inputs)
     parsed = [(action, stored_references(action.type, action.config)) for action in actions]
     secret_ids = {

@@ -72,7 +72,7 @@ def create_workflow(actor: AbstractBaseUser, *, name: str, inputs: Any = ()) -> 
 def update_workflow(
     actor: AbstractBaseUser, workflow: Workflow, *, name: Any = UNSET, inputs: Any = UNSET
 ) -> Workflow:
-    access.require_edit(actor)
+    access.require_edit(actor, workflow.organization_id)
     errors: dict[str, Any] = {}
     with transaction.atomic():
         workflow = Workflow.objects.select_for_update().get(pk=workflow.pk)
@@ -108,7 +108,7 @@ def _require_inputs_still_declared(workflow: Workflow, errors: dict[str, Any]) -
 
 
 def delete_workflow(actor: AbstractBaseUser, workflow: Workflow) -> None:
-    access.require_edit(actor)
+    access.require_edit(actor, workflow.organization_id)
     workflow.delete()
 
 
@@ -210,7 +210,7 @@ def create_action(
     position: int | None = None,
 ) -> Action:
     """Add an action at ``position`` (default: last); later actions move down one."""
-    access.require_edit(actor)
+    access.require_edit(actor, workflow.organization_id)
     with transaction.atomic():
         workflow = Workflow.objects.select_for_update().get(pk=workflow.pk)
         count = workflow.actions.count()
@@ -245,7 +245,7 @@ def update_action(
     position: Any = UNSET,
 ) -> Action:
     """Change name, config (type stays) and/or position; the index follows the config."""
-    access.require_edit(actor)
+    access.require_edit(actor, action.workflow.organization_id)
     with transaction.atomic():
         workflow = Workflow.objects.select_for_update().get(pk=action.workflow_id)
         action = Action.objects.select_related("workflow").get(pk=action.pk)
@@ -276,7 +276,7 @@ def update_action(
 
 def delete_action(actor: AbstractBaseUser, action: Action) -> None:
     """Delete the action; later steps move up and references to them follow."""
-    access.require_edit(actor)
+    access.require_edit(actor, action.workflow.organization_id)
     with transaction.atomic():
         workflow = Workflow.objects.select_for_update().get(pk=action.workflow_id)
         position = action.position

@@ -7,13 +7,14 @@ from typing import Any
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
 
+from secretsapp.access import require_signed_in_member
 from secretsapp.models import SecretKey, get_membership
 from workflows import access, execution, services
 from workflows.configs import METHODS
@@ -22,16 +23,9 @@ from workflows.models import Action, ActionType, Run, Workflow
 from workflows.references import secret_ids_in
 
 
-def _require_member(request: HttpRequest):
-    membership = get_membership(request.user)
-    if membership is None:
-        raise PermissionDenied("You are not a member of an organization.")
-    return membership
-
-
 @login_required
 def workflow_list(request: HttpRequest) -> HttpResponse:
-    return _workflow_list(request, _require_member(request))
+    return _workflow_list(request, require_signed_in_member(request.user))
 
 
 def _workflow_list(
@@ -53,7 +47,7 @@ def _workflow_list(
 @login_required
 @require_POST
 def workflow_create(request: HttpRequest) -> HttpResponse:
-    membership = _require_member(request)
+    membership = require_signed_in_member(request.user)
     try:
         workflow = services.create_workflow(
             request.user, name=request.POST.get("name", ""), inputs=_posted_inputs(request)
