@@ -305,7 +305,7 @@ def _lock_key_for_manage(
 # --- Secret keys -------------------------------------------------------------------------
 
 
-@sensitive_variables("value")
+@sensitive_variables("value", "cleaned")
 def create_secret_key(
     actor: AbstractBaseUser,
     *,
@@ -364,7 +364,7 @@ def create_secret_key(
     return secret_key
 
 
-@sensitive_variables("value")
+@sensitive_variables("value", "cleaned")
 def update_secret_key(
     actor: AbstractBaseUser,
     secret_key: SecretKey,

@@ -17,7 +17,7 @@ from django.db.models import Count, IntegerField, OuterRef, Subquery
 from django.db.models.functions import Lower
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
-from django.views.decorators.debug import sensitive_post_parameters
+from django.views.decorators.debug import sensitive_post_parameters, sensitive_variables
 from django.views.decorators.http import require_POST
 from django_htmx.http import trigger_client_event
 
@@ -111,7 +111,8 @@ def _posted_grants(request: HttpRequest) -> list[dict[str, Any]]:
         grants.append(
             {
                 "principal_type": kind,
-                "principal_id": int(raw_id) if raw_id.isdigit() else raw_id,
+                # Not a valid id stays as typed: the service refuses it with a 422.
+                "principal_id": access.as_id(raw_id) or raw_id,
                 "level": level,
             }
         )
@@ -175,7 +176,9 @@ def key_create(request: HttpRequest) -> HttpResponse:
 def _key_rows(request: HttpRequest):
     keys, query = _search(request)
     used_in = (
-        SecretReference.objects.filter(secret_key_id=OuterRef("pk"))
+        SecretReference.objects.filter(
+            organization_id=OuterRef("organization_id"), secret_key_id=OuterRef("pk")
+        )
         .values("secret_key_id")
         .annotate(count=Count("id"))
         .values("count")
@@ -266,6 +269,7 @@ def key_rename(request: HttpRequest, secret_id: uuid.UUID) -> HttpResponse:
 @login_required
 @require_POST
 @sensitive_post_parameters("value")
+@sensitive_variables("value")
 def key_update_value(request: HttpRequest, secret_id: uuid.UUID) -> HttpResponse:
     secret_key = access.get_secret_for_user(request.user, secret_id, need="manage")
     value = request.POST.get("value", "")
@@ -347,7 +351,7 @@ def audit_log(request: HttpRequest) -> HttpResponse:
         "secretsapp/audit_log.html",
         {
             "events": page,
-            "keys": keys.only("id", "name"),
+            "keys": keys.values("pk", "name"),
             "selected": selected,
             "actions": AuditAction,
             "nav": "audit",

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import pytest
+from django.views.debug import ExceptionReporter
 
+from secretsapp import services
 from secretsapp.models import AuditEvent, SecretKey
-from tests.conftest import RESTRICTED_VALUE, TEAM_VALUE, Personas
+from tests.conftest import RESTRICTED_VALUE, TEAM_VALUE, Personas, api_client_for
 from tests.factories import SecretKeyFactory
 from workflows import services as workflow_services
 
@@ -210,3 +212,52 @@ def test_pages_send_a_strict_content_security_policy(client, personas: Personas)
     assert "script-src 'self'" in policy
     assert "unsafe-inline" not in policy.split("script-src")[1].split(";")[0]
     assert "<script>" not in response.content.decode()
+
+
+@pytest.mark.parametrize("path", ["page create", "page update", "api create", "api update"])
+def test_an_error_report_of_a_value_write_does_not_show_the_value(
+    client, rf, personas: Personas, monkeypatch, path: str
+):
+    # What error e-mails (and error trackers using Django's filter) show: every frame's
+    # local variables. A failure inside the service, once the value is on its way.
+    def fail(*args, **kwargs):
+        raise RuntimeError("the database went away")
+
+    monkeypatch.setattr(services, "record_event", fail)
+    value = "error-report-canary-4711"
+    key_url = f"/api/v1/secrets/{personas.restricted_key.pk}/"
+    page = _client(client, personas.member_manage)
+    api = api_client_for(personas.member_manage)
+    write = {
+        "page create": lambda: page.post("/keys/new/", {"name": "New", "value": value}),
+        "page update": lambda: page.post(
+            f"/keys/{personas.restricted_key.pk}/value/", {"value": value}
+        ),
+        "api create": lambda: api.post(
+            "/api/v1/secrets/", {"name": "New", "value": value}, format="json"
+        ),
+        "api update": lambda: api.patch(key_url, {"value": value}, format="json"),
+    }[path]
+    with pytest.raises(RuntimeError) as raised:
+        write()
+    reporter = ExceptionReporter(rf.post("/"), raised.type, raised.value, raised.tb)
+    frames = reporter.get_traceback_frames()
+    # From the request handler to the service (the test and its client are not served).
+    first = next(i for i, frame in enumerate(frames) if "/core/handlers/" in frame["filename"])
+    frames = [frame for frame in frames[first:] if "/tests/" not in frame["filename"]]
+    assert frames[-1]["function"] in ("create_secret_key", "update_secret_key")
+    leaking = [
+        (frame["function"], name)
+        for frame in frames
+        for name, shown in frame["vars"]
+        if value in repr(shown)
+    ]
+    assert leaking == []
+
+
+def test_a_grant_principal_that_is_not_an_id_is_a_422(client, personas: Personas):
+    response = _client(client, personas.member_manage).post(
+        f"/keys/{personas.restricted_key.pk}/access/",
+        {"access": "restricted", "grant-principal": ["user:²"], "grant-level": ["use"]},
+    )
+    assert response.status_code == 422

@@ -7,7 +7,7 @@ from typing import Any
 from rest_framework import serializers
 
 from secretsapp.api.conventions import StrictCharField
-from secretsapp.models import NAME_MAX_LENGTH
+from secretsapp.models import NAME_MAX_LENGTH, get_membership
 from workflows import services
 from workflows.models import Action, ActionType, Run, RunStatus, RunStep, Workflow
 
@@ -35,9 +35,7 @@ class ActionSerializer(serializers.ModelSerializer):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         request = self.context.get("request")
-        membership = (
-            getattr(getattr(request, "user", None), "membership", None) if request else None
-        )
+        membership = get_membership(request.user) if request else None
         if membership is not None:
             self.fields["workflow"].queryset = Workflow.objects.filter(
                 organization_id=membership.organization_id
