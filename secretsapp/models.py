@@ -212,6 +212,14 @@ class SecretKeyQuerySet(models.QuerySet):
             clone._iterable_class = _WithGrantsIterable
         return clone
 
+    def names_usable_by(
+        self, user: AbstractBaseUser | AnonymousUser | None, ids: object
+    ) -> dict[str, str]:
+        """{id: name} of those keys the user may use, for the chips that name references:
+        a key the user may not use stays unnamed (its name is not theirs to see)."""
+        rows = self.for_user(user).filter(pk__in=ids).values_list("pk", "name")
+        return {str(pk): name for pk, name in rows}
+
     def usable_by(self, user: AbstractBaseUser | AnonymousUser | None) -> SecretKeyQuerySet:
         return self.for_user(user)
 

@@ -75,8 +75,7 @@ def key_names(request: HttpRequest) -> JsonResponse:
             ids.append(uuid.UUID(raw))
         except ValueError:
             continue
-    names = SecretKey.objects.for_user(request.user).filter(pk__in=ids).values_list("pk", "name")
-    return JsonResponse({str(pk): name for pk, name in names})
+    return JsonResponse(SecretKey.objects.names_usable_by(request.user, ids))
 
 
 # --- Create Secret Key -------------------------------------------------------------------
@@ -216,12 +215,13 @@ def key_page(request: HttpRequest) -> HttpResponse:
 
 
 def _detail(
-    request: HttpRequest, secret_key: SecretKey, status: int = 200, **extra: Any
+    request: HttpRequest, secret_id: object, status: int = 200, **extra: Any
 ) -> HttpResponse:
+    """The key's panel, read afresh (after a write, it shows what was saved)."""
     membership = access.require_signed_in_member(request.user)
     secret_key = access.get_secret_for_user(
         request.user,
-        secret_key.pk,
+        secret_id,
         queryset=SecretKey.objects.with_grants().select_related("created_by"),
     )
     context = {
@@ -240,7 +240,7 @@ def _detail(
 
 @login_required
 def key_detail(request: HttpRequest, secret_id: uuid.UUID) -> HttpResponse:
-    return _detail(request, access.get_secret_for_user(request.user, secret_id))
+    return _detail(request, secret_id)
 
 
 def _changed(response: HttpResponse) -> HttpResponse:
@@ -254,16 +254,15 @@ def key_rename(request: HttpRequest, secret_id: uuid.UUID) -> HttpResponse:
     name = request.POST.get("name", "")
     if request.POST.get("confirm") != "yes":
         # First show what the rename affects, then ask.
-        return _detail(request, secret_key, confirm_rename=name)
+        return _detail(request, secret_key.pk, confirm_rename=name)
     try:
         services.rename_secret_key(request.user, secret_key, name)
     except ValidationError as error:
         return _detail(
-            request, secret_key, status=422, errors=error.message_dict, rename_value=name
+            request, secret_key.pk, status=422, errors=error.message_dict, rename_value=name
         )
-    return _changed(
-        _detail(request, secret_key, notice="Renamed. Actions that use the key show the new name.")
-    )
+    notice = "Renamed. Actions that use the key show the new name."
+    return _changed(_detail(request, secret_key.pk, notice=notice))
 
 
 @login_required
@@ -276,10 +275,10 @@ def key_update_value(request: HttpRequest, secret_id: uuid.UUID) -> HttpResponse
     try:
         services.update_secret_value(request.user, secret_key, value)
     except ValidationError as error:
-        return _detail(request, secret_key, status=422, errors=error.message_dict)
+        return _detail(request, secret_key.pk, status=422, errors=error.message_dict)
     notice = "Value updated: the next runs use the new value. The old value is gone."
     return _changed(
-        _detail(request, secret_key, notice=notice, warnings=services.value_warnings(value))
+        _detail(request, secret_key.pk, notice=notice, warnings=services.value_warnings(value))
     )
 
 
@@ -295,9 +294,9 @@ def key_access(request: HttpRequest, secret_id: uuid.UUID) -> HttpResponse:
             grants=_posted_grants(request),
         )
     except ValidationError as error:
-        return _detail(request, secret_key, status=422, errors=error.message_dict)
+        return _detail(request, secret_key.pk, status=422, errors=error.message_dict)
     try:
-        return _changed(_detail(request, secret_key, notice="Access saved."))
+        return _changed(_detail(request, secret_key.pk, notice="Access saved."))
     except Http404:
         # The manager took away their own access: back to the keys they still have.
         notice = f"Access saved. You no longer have access to “{secret_key.name}”."
@@ -309,7 +308,7 @@ def key_access(request: HttpRequest, secret_id: uuid.UUID) -> HttpResponse:
 def key_delete(request: HttpRequest, secret_id: uuid.UUID) -> HttpResponse:
     secret_key = access.get_secret_for_user(request.user, secret_id, need="manage")
     if request.POST.get("confirm") != "yes":
-        return _detail(request, secret_key, confirm_delete=True)
+        return _detail(request, secret_key.pk, confirm_delete=True)
     name = secret_key.name
     services.delete_secret_key(request.user, secret_key)
     return _changed(_panel(request, f"“{name}” deleted."))

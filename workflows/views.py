@@ -9,6 +9,7 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
+from django.db.models import Count
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -33,7 +34,7 @@ def _workflow_list(
 ) -> HttpResponse:
     workflows = (
         Workflow.objects.filter(organization_id=membership.organization_id)
-        .prefetch_related("actions")
+        .annotate(action_count=Count("actions"))
         .order_by("name", "id")
     )
     context = {
@@ -88,14 +89,9 @@ def _settings_form(
 
 
 def _key_names(user, configs: list[dict]) -> dict[str, str]:
-    """Names of the keys these configs reference that the user may use (for the chips).
-
-    Keys the user may not use stay unnamed: a restricted key's name is not theirs to see."""
+    """Names of the keys these configs reference that the user may use (for the chips)."""
     ids = set().union(*(secret_ids_in(json.dumps(config)) for config in configs))
-    if not ids:
-        return {}
-    keys = SecretKey.objects.for_user(user).filter(pk__in=ids).values_list("pk", "name")
-    return {str(pk): name for pk, name in keys}
+    return SecretKey.objects.names_usable_by(user, ids) if ids else {}
 
 
 def _action_context(action: Action, config: dict, errors: dict[str, list[str]]) -> dict[str, Any]:
@@ -294,7 +290,7 @@ def run_detail(request: HttpRequest, run_id: str) -> HttpResponse:
     run = access.get_run_for_user(request.user, run_id)
     steps = [
         {"step": step, "output": json.dumps(step.output, indent=2, ensure_ascii=False)}
-        for step in run.steps.order_by("position")
+        for step in run.steps.all()  # prefetched, in position order
     ]
     return render(
         request, "workflows/run_detail.html", {"run": run, "steps": steps, "nav": "workflows"}

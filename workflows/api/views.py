@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.db.models import Prefetch
+from django.db.models import Prefetch, prefetch_related_objects
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import exceptions, mixins, status, viewsets
 from rest_framework.decorators import action as route
-from rest_framework.permissions import IsAuthenticated
+from rest_framework.permissions import SAFE_METHODS, IsAuthenticated
 from rest_framework.response import Response
 
 from secretsapp.access import as_id
@@ -27,6 +27,8 @@ from workflows.api.serializers import (
     WorkflowSerializer,
 )
 from workflows.models import Action, Run, RunStep, Workflow
+
+ACTIONS_IN_ORDER = Prefetch("actions", queryset=Action.objects.order_by("position"))
 
 WORKFLOW_FILTER = OpenApiParameter(
     "workflow", OpenApiTypes.INT, description="Only those of this workflow."
@@ -54,20 +56,22 @@ class WorkflowViewSet(viewsets.ModelViewSet):
     def get_queryset(self):
         return (
             Workflow.objects.filter(organization_id=organization_id(self.request))
-            .prefetch_related(Prefetch("actions", queryset=Action.objects.order_by("position")))
+            .prefetch_related(ACTIONS_IN_ORDER)
             .order_by("name", "id")
         )
 
     def get_object(self) -> Workflow:
-        need = "view" if self.request.method in ("GET", "HEAD", "OPTIONS") else "edit"
-        access.get_workflow_for_user(self.request.user, self.kwargs["pk"], need)
-        return self.get_queryset().get(pk=self.kwargs["pk"])
+        need = "view" if self.request.method in SAFE_METHODS else "edit"
+        workflow = access.get_workflow_for_user(self.request.user, self.kwargs["pk"], need)
+        prefetch_related_objects([workflow], ACTIONS_IN_ORDER)
+        return workflow
 
     def perform_create(self, serializer) -> None:
-        serializer.instance = self.get_queryset().get(pk=serializer.save().pk)
+        prefetch_related_objects([serializer.save()], ACTIONS_IN_ORDER)
 
     def perform_update(self, serializer) -> None:
-        serializer.instance = self.get_queryset().get(pk=serializer.save().pk)
+        # The service returns the workflow as saved (re-read under a lock), not the one read.
+        prefetch_related_objects([serializer.save()], ACTIONS_IN_ORDER)
 
     def perform_destroy(self, instance: Workflow) -> None:
         services.delete_workflow(self.request.user, instance)
@@ -106,11 +110,7 @@ class ActionViewSet(viewsets.ModelViewSet):
         return actions.order_by("workflow_id", "position")
 
     def get_object(self) -> Action:
-        need = (
-            "view"
-            if self.request.method in ("GET", "HEAD", "OPTIONS") or self.action == "execute"
-            else "edit"
-        )
+        need = "view" if self.request.method in SAFE_METHODS or self.action == "execute" else "edit"
         return access.get_action_for_user(self.request.user, self.kwargs["pk"], need)
 
     def perform_destroy(self, instance: Action) -> None:
