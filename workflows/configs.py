@@ -14,11 +14,16 @@ from typing import Any
 
 from django.core.exceptions import ValidationError
 
-from workflows.http import TOKEN_PATTERN
-from workflows.references import InvalidReference, Reference, parse
+from workflows.http import METHODS, TOKEN_PATTERN
+from workflows.references import (
+    IDENTIFIER,
+    InvalidReference,
+    Reference,
+    parse,
+    with_references_replaced,
+)
+from workflows.sandbox import LANGUAGES
 
-METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
-LANGUAGES = ("python", "javascript")
 BODY_TYPES = ("none", "fields", "raw")
 MAX_URL = 2_048
 MAX_ROWS = 100
@@ -26,8 +31,6 @@ MAX_ROW_NAME = 256
 MAX_ROW_VALUE = 8_192
 MAX_RAW_BODY = 1_048_576
 MAX_CODE = 100_000
-_VARIABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,99}")
-_ANY_REFERENCE = re.compile(r"\{\{.*?\}\}", re.DOTALL)
 # NUL cannot be stored in PostgreSQL's jsonb (a 500 there), nor sent in a URL or header;
 # unpaired surrogates are not text at all. Pages can post NUL, the API both.
 UNSTORABLE_CHARACTERS = re.compile("[\x00\ud800-\udfff]")
@@ -149,7 +152,7 @@ def _check_raw_json(raw: str, collector: _Collector) -> None:
     if not raw.strip():
         return
     try:
-        json.loads(_ANY_REFERENCE.sub("0", raw))
+        json.loads(with_references_replaced(raw, "0"))
     except ValueError as error:
         collector.error("config.body.raw", f"is not valid JSON ({error.msg}, line {error.lineno}).")
     except RecursionError:
@@ -169,7 +172,7 @@ def _run_code(config: dict, collector: _Collector) -> dict:
     variables = collector.rows(config.get("variables"), "config.variables")
     names = [variable["name"] for variable in variables]
     for index, name in enumerate(names):
-        if not _VARIABLE_NAME.fullmatch(name):
+        if not IDENTIFIER.fullmatch(name):
             collector.error(f"config.variables[{index}].name", "must be a valid identifier.")
         elif names.index(name) != index:
             collector.error(f"config.variables[{index}].name", f"“{name}” is used twice.")

@@ -53,11 +53,6 @@ class _Secrets:
     problems: dict[uuid.UUID, str] = field(default_factory=dict)
 
 
-@dataclass
-class _TrackingContext(Context):
-    used: set[uuid.UUID] = field(default_factory=set)
-
-
 def execute_action(actor: AbstractBaseUser, action: Action, inputs: Any) -> Run:
     """Run one action on its own (its step references cannot be resolved: none ran)."""
     return _run(actor, action.workflow, [action], inputs, single_action=action)
@@ -187,7 +182,8 @@ def _run(
     }
     secrets = _load_secrets(actor, workflow.organization_id, secret_ids)
     redactor = Redactor.for_run(secrets.values.values())
-    context = _TrackingContext(
+    used: set[uuid.UUID] = set()  # the keys the steps that ran resolved
+    context = Context(
         secrets={secret_id: value for secret_id, (_, value) in secrets.values.items()},
         inputs=inputs,
         steps=[],
@@ -205,7 +201,7 @@ def _run(
                 if reference.kind is Kind.SECRET and reference.secret_id in secrets.problems:
                     raise StepFailed(f"{field_name}: {secrets.problems[reference.secret_id]}")
             # The keys this step resolves count as used by the run (one audit event each).
-            context.used.update(
+            used.update(
                 reference.secret_id
                 for _, reference in references
                 if reference.kind is Kind.SECRET and reference.secret_id in context.secrets
@@ -260,7 +256,7 @@ def _run(
             duration_ms=_milliseconds_since(run_started),
         ),
         steps,
-        {secret_id: secrets.values[secret_id][0] for secret_id in context.used},
+        {secret_id: secrets.values[secret_id][0] for secret_id in used},
     )
 
 
@@ -284,7 +280,7 @@ def _record(
 # --- Steps -------------------------------------------------------------------------------
 
 
-def _run_step(action: Action, context: _TrackingContext) -> Any:
+def _run_step(action: Action, context: Context) -> Any:
     config = action.config
     if action.type == ActionType.SEND_API_REQUEST:
         return _send_api_request(config, context)

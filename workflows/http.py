@@ -27,7 +27,8 @@ from django.conf import settings
 
 from workflows.egress import DEFAULT_PORTS, ResolvedTarget, Resolver, resolve_and_check
 
-SUPPORTED_METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE"})
+METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
+SUPPORTED_METHODS = frozenset(METHODS)
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 # 301/302/303 are repeated as a GET without a body, as browsers do.
 REDIRECT_TO_GET_STATUSES = frozenset({301, 302, 303})

@@ -21,11 +21,15 @@ from enum import StrEnum
 from typing import Any
 from urllib.parse import quote
 
+# A name a reference can use: trigger inputs and Run Code variables.
+IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,99}")
 # Everything between double braces is a reference (or a mistake).
 _BRACES = re.compile(r"\{\{(.*?)\}\}", re.DOTALL)
 _SECRET = re.compile(r"secret:([0-9a-fA-F-]{36})")
-_INPUT = re.compile(r"inputs\.([A-Za-z_][A-Za-z0-9_]{0,99})")
+_INPUT = re.compile(rf"inputs\.({IDENTIFIER.pattern})")
 _STEP = re.compile(r"steps\.([1-9][0-9]{0,3})((?:\.[A-Za-z0-9_-]{1,100}){0,20})")
+# Where a step reference's number starts, for renumbering.
+_STEP_NUMBER = re.compile(r"(\{\{\s*steps\.)([0-9]+)")
 
 
 class InvalidReference(ValueError):
@@ -173,3 +177,16 @@ def secret_ids_in(text: str) -> set[uuid.UUID]:
             except ValueError:
                 continue
     return ids
+
+
+def with_references_replaced(text: str, replacement: str) -> str:
+    """``text`` with every reference (well-formed or not) replaced by ``replacement``."""
+    return _BRACES.sub(replacement, text)
+
+
+def renumber_steps(text: str, mapping: dict[int, int]) -> str:
+    """``text`` with each {{steps.<n>…}} pointing at step ``mapping[n]`` (others as is)."""
+    return _STEP_NUMBER.sub(
+        lambda match: match.group(1) + str(mapping.get(int(match.group(2)), int(match.group(2)))),
+        text,
+    )

@@ -8,7 +8,6 @@ rewrites its rows of the where-used index in the same transaction. Execution is 
 
 from __future__ import annotations
 
-import re
 import uuid
 from collections import defaultdict
 from typing import TYPE_CHECKING, Any
@@ -20,16 +19,15 @@ from django.utils import timezone
 from secretsapp.models import SecretKey
 from secretsapp.services import UNSET, clean_name
 from workflows import access
-from workflows.configs import clean_config
+from workflows.configs import clean_config, stored_references
 from workflows.models import Action, ActionType, SecretReference, Workflow
-from workflows.references import Kind, Reference
+from workflows.references import IDENTIFIER, Kind, Reference, renumber_steps
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import AbstractBaseUser
 
 MAX_INPUTS = 50
 MAX_ACTIONS = 50
-_INPUT_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,99}")
 
 
 def _clean_inputs(inputs: object) -> list[str]:
@@ -37,7 +35,7 @@ def _clean_inputs(inputs: object) -> list[str]:
         raise ValidationError({"inputs": [f"Give a list of at most {MAX_INPUTS} input names."]})
     errors = []
     for index, name in enumerate(inputs):
-        if not isinstance(name, str) or not _INPUT_NAME.fullmatch(name):
+        if not isinstance(name, str) or not IDENTIFIER.fullmatch(name):
             errors.append(
                 f"inputs[{index}]: use letters, digits and _ (not first), e.g. customer_id."
             )
@@ -99,8 +97,7 @@ def _require_inputs_still_declared(workflow: Workflow, errors: dict[str, Any]) -
     """An input may not be removed while an action still reads it."""
     declared = set(workflow.inputs)
     for action in workflow.actions.all():
-        _, references = clean_config(action.type, action.config)
-        for field, reference in references:
+        for field, reference in stored_references(action.type, action.config):
             if reference.kind is Kind.INPUT and reference.name not in declared:
                 errors.setdefault("inputs", []).append(
                     f"“{reference.name}” is still used by action {action.position} ({field})."
@@ -283,7 +280,7 @@ def delete_action(actor: AbstractBaseUser, action: Action) -> None:
         users = [
             f"action {other.position} ({field})"
             for other in workflow.actions.exclude(pk=action.pk)
-            for field, reference in clean_config(other.type, other.config)[1]
+            for field, reference in stored_references(other.type, other.config)
             if reference.kind is Kind.STEP and reference.step == position
         ]
         if users:
@@ -318,33 +315,27 @@ def _renumber(workflow: Workflow, mapping: dict[int, int]) -> None:
         return
     errors = []
     for action in workflow.actions.all():
+        before = (action.position, action.config)
         action.position = mapping.get(action.position, action.position)
         action.config = _renumbered(action.config, mapping)
-        for field, reference in clean_config(action.type, action.config)[1]:
+        for field, reference in stored_references(action.type, action.config):
             if reference.kind is Kind.STEP and reference.step >= action.position:
                 errors.append(
                     f"After the move, action {action.position} ({field}) would read step "
                     f"{reference.step}, which does not run before it."
                 )
         # Positions are not unique in the database, so rows can be saved one by one.
-        action.save(update_fields=["position", "config"])
+        if (action.position, action.config) != before:
+            action.save(update_fields=["position", "config"])
     if errors:
         raise ValidationError({"position": errors})
-
-
-_STEP_NUMBER = re.compile(r"(\{\{\s*steps\.)([0-9]+)")
 
 
 def _renumbered(value: Any, mapping: dict[int, int], key: str = "") -> Any:
     if isinstance(value, str):
         if key == "code":  # code is not templated
             return value
-        return _STEP_NUMBER.sub(
-            lambda match: (
-                match.group(1) + str(mapping.get(int(match.group(2)), int(match.group(2))))
-            ),
-            value,
-        )
+        return renumber_steps(value, mapping)
     if isinstance(value, dict):
         return {name: _renumbered(item, mapping, name) for name, item in value.items()}
     if isinstance(value, list):

@@ -18,8 +18,8 @@ from django.views.decorators.http import require_POST
 from secretsapp.access import require_signed_in_member
 from secretsapp.models import SecretKey, get_membership
 from workflows import access, execution, services
-from workflows.configs import METHODS
 from workflows.forms import ROW_KINDS, config_from_post, errors_by_field, rows_for_display
+from workflows.http import METHODS
 from workflows.models import Action, ActionType, Run, Workflow
 from workflows.references import secret_ids_in
 
