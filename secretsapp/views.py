@@ -228,10 +228,7 @@ def _detail(
         "secret_key": secret_key,
         "usage": usage_of(secret_key),
         "principals": _principals(membership) if secret_key.can_manage else None,
-        "grants": [
-            {"principal": f"{grant.principal_type}:{grant.principal_id}", "level": grant.level}
-            for grant in secret_key.grants
-        ],
+        "grants": _form_grants([grant.as_dict() for grant in secret_key.grants]),
         "errors": {},
         **extra,
     }

@@ -170,7 +170,9 @@ class GroupViewSet(viewsets.ModelViewSet):
 
 
 @extend_schema_view(
-    partial_update=extend_schema(parameters=[IF_MATCH]),
+    partial_update=extend_schema(
+        parameters=[IF_MATCH], responses={200: SecretKeyWriteResultSerializer}
+    ),
     destroy=extend_schema(parameters=[IF_MATCH]),
 )
 class SecretKeyViewSet(viewsets.ModelViewSet):
@@ -192,11 +194,10 @@ class SecretKeyViewSet(viewsets.ModelViewSet):
 
     def get_object(self) -> SecretKey:
         need = "manage" if self.action in ("partial_update", "destroy", "usage") else "use"
+        # Only a read shows the grants; a write answers with the key read afresh.
+        grants = SecretKey.objects.with_grants() if self.action == "retrieve" else None
         return access.get_secret_for_user(
-            self.request.user,
-            self.kwargs["pk"],
-            need=need,
-            queryset=SecretKey.objects.with_grants(),
+            self.request.user, self.kwargs["pk"], need=need, queryset=grants
         )
 
     def get_serializer_context(self) -> dict[str, Any]:
@@ -206,18 +207,23 @@ class SecretKeyViewSet(viewsets.ModelViewSet):
         header = self.request.headers.get("If-Match")
         return header.strip() if header else None
 
-    def _respond(
-        self, secret_key: SecretKey, status_code: int = status.HTTP_200_OK, warnings=()
-    ) -> Response:
-        # Re-read with can_use/can_manage and grants, as the list shows them.
-        fresh = access.get_secret_for_user(
+    def _written(self, secret_key: SecretKey) -> SecretKey:
+        """The key as a write left it, with can_use/can_manage and grants as lists show."""
+        return access.get_secret_for_user(
             self.request.user, secret_key.pk, queryset=SecretKey.objects.with_grants()
         )
-        data = self.get_serializer(fresh).data
-        if status_code == status.HTTP_201_CREATED or self.action == "partial_update":
+
+    def _respond(
+        self,
+        secret_key: SecretKey,
+        status_code: int = status.HTTP_200_OK,
+        warnings: list[str] | None = None,
+    ) -> Response:
+        data = self.get_serializer(secret_key).data
+        if warnings is not None:  # writes of a value answer with its warnings
             data["warnings"] = list(warnings)
         response = Response(data, status=status_code)
-        response["ETag"] = fresh.etag
+        response["ETag"] = secret_key.etag
         return response
 
     def retrieve(self, request, *args: Any, **kwargs: Any) -> Response:
@@ -231,11 +237,7 @@ class SecretKeyViewSet(viewsets.ModelViewSet):
         serializer = self.get_serializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         warnings = services.value_warnings(serializer.validated_data["value"])
-        return self._respond(serializer.save(), status.HTTP_201_CREATED, warnings)
-
-    @extend_schema(responses={200: SecretKeyWriteResultSerializer})
-    def partial_update(self, request, *args: Any, **kwargs: Any) -> Response:
-        return super().partial_update(request, *args, **kwargs)
+        return self._respond(self._written(serializer.save()), status.HTTP_201_CREATED, warnings)
 
     @method_decorator(sensitive_variables())
     def update(self, request, *args: Any, **kwargs: Any) -> Response:
@@ -243,7 +245,7 @@ class SecretKeyViewSet(viewsets.ModelViewSet):
         serializer.is_valid(raise_exception=True)
         value = serializer.validated_data.get("value")
         warnings = services.value_warnings(value) if value is not None else []
-        return self._respond(serializer.save(), warnings=warnings)
+        return self._respond(self._written(serializer.save()), warnings=warnings)
 
     def perform_destroy(self, instance: SecretKey) -> None:
         services.delete_secret_key(self.request.user, instance, expected_etag=self._if_match())
