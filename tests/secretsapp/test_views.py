@@ -261,3 +261,15 @@ def test_a_grant_principal_that_is_not_an_id_is_a_422(client, personas: Personas
         {"access": "restricted", "grant-principal": ["user:²"], "grant-level": ["use"]},
     )
     assert response.status_code == 422
+
+
+def test_the_manage_panel_pages_its_table_in_place(client, personas: Personas):
+    # The panel opens over another page (the builder): its page links load the next rows
+    # into the panel's table instead of navigating that page.
+    SecretKeyFactory.create_batch(55, organization=personas.organization)
+    client = _client(client, personas.admin)
+    html = client.get("/keys/manage/").content.decode()
+    assert 'hx-get="/keys/manage/?list=1&page=2" hx-target="#key-table"' in html
+    assert "Next →" in html
+    second = client.get("/keys/manage/?list=1&page=2").content.decode()
+    assert "Page 2 of 2" in second and "← Previous" in second
