@@ -312,7 +312,17 @@
       headers: { "HX-Request": "true" },
     });
     const html = await response.text();
-    if (request === pickerRequest && picker) picker.innerHTML = html;
+    if (request !== pickerRequest || !picker) return;
+    // A list that arrives while a key in it has the focus (keyboard users move on before
+    // the last search answers) keeps the focus on that key, or the first one.
+    const focused = picker.contains(document.activeElement) ? document.activeElement : null;
+    picker.innerHTML = html;
+    if (focused) {
+      const same = [...picker.querySelectorAll("[role=menuitem]")].find(
+        (item) => item.dataset.keyId === focused.dataset.keyId,
+      );
+      (same || picker.querySelector("[role=menuitem]") || menu.querySelector("[data-key-search]"))?.focus();
+    }
   }
 
   function topItems() {
