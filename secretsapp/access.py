@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Literal
 from django.core.exceptions import PermissionDenied
 from django.http import Http404
 
+from secretsapp import audit
 from secretsapp.models import (
     Membership,
     Organization,
@@ -94,9 +95,7 @@ def check_secret(user: AnyUser, secret_key: SecretKey, need: Need) -> None:
     if not use and not manage:
         raise Http404("No such secret key.")
     if need == "manage" and not manage:
-        from secretsapp.services import record_denial
-
-        record_denial(user, secret_key, need)
+        audit.record_denial(user, secret_key, need)
         raise PermissionDenied("You may use this secret key but not manage it.")
 
 

@@ -22,7 +22,7 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
-from secretsapp import services as secret_services
+from secretsapp import audit
 from secretsapp.fields import SecretDecryptionError
 from secretsapp.models import SecretKey
 from workflows import access, egress, http, sandbox
@@ -155,7 +155,7 @@ def _load_secrets(
     if missing:
         forbidden = SecretKey.objects.filter(organization_id=organization_id, pk__in=missing)
         for secret_key in forbidden:
-            secret_services.record_denial(actor, secret_key, "use")
+            audit.record_denial(actor, secret_key, "use")
             secrets.problems[secret_key.pk] = (
                 f"{{{{secret:{secret_key.pk}}}}} is a secret key you may not use."
             )
@@ -272,7 +272,7 @@ def _record(
         for step in steps:
             step.run = run
         RunStep.objects.bulk_create(steps)
-        secret_services.record_key_uses(actor, run.organization_id, used, run.pk, run.finished_at)
+        audit.record_key_uses(actor, run.organization_id, used, run.pk, run.finished_at)
     run.recorded_steps = steps
     return run
 

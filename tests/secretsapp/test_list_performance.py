@@ -15,6 +15,7 @@ from django.contrib.auth.models import Permission
 from rest_framework import serializers
 
 from secretsapp.api.serializers import SecretKeySerializer
+from secretsapp.audit import record_key_uses
 from secretsapp.models import (
     Access,
     OrganizationGroup,
@@ -23,7 +24,6 @@ from secretsapp.models import (
     SecretKeyGroupObjectPermission,
     SecretKeyUserObjectPermission,
 )
-from secretsapp.services import record_key_uses
 from tests.conftest import Personas, api_client_for
 from tests.factories import MembershipFactory, OrganizationGroupFactory
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from django.views.debug import ExceptionReporter
 
-from secretsapp import services
+from secretsapp import audit
 from secretsapp.models import AuditEvent, SecretKey
 from tests.conftest import RESTRICTED_VALUE, TEAM_VALUE, Personas, api_client_for
 from tests.factories import SecretKeyFactory
@@ -223,7 +223,7 @@ def test_an_error_report_of_a_value_write_does_not_show_the_value(
     def fail(*args, **kwargs):
         raise RuntimeError("the database went away")
 
-    monkeypatch.setattr(services, "record_event", fail)
+    monkeypatch.setattr(audit, "record_event", fail)
     value = "error-report-canary-4711"
     key_url = f"/api/v1/secrets/{personas.restricted_key.pk}/"
     page = _client(client, personas.member_manage)
