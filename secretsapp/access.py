@@ -36,6 +36,46 @@ def organization_of(user: AnyUser) -> Organization | None:
     return membership.organization if membership else None
 
 
+# --- Roles -------------------------------------------------------------------------------
+# Booleans for adapters that must answer True or False (permission classes, admin methods,
+# the backend); the require_* functions below raise 404/403 from the same answers.
+
+
+def is_superuser(user: AnyUser | None) -> bool:
+    """An active superuser: the one place this rule is written. They administer every
+    organization in Django admin and may Use and Manage every key; pages and the API
+    still show them only what their own membership shows."""
+    return bool(getattr(user, "is_superuser", False) and getattr(user, "is_active", False))
+
+
+def is_member(user: AnyUser | None) -> bool:
+    """Signed in, active and a member of an organization (any role)."""
+    return get_membership(user) is not None
+
+
+def is_admin(user: AnyUser | None, organization_id: int | None = None) -> bool:
+    """An admin of their organization (of ``organization_id``, when given). The role
+    alone: ``administers`` adds superusers, for Django admin and the services."""
+    membership = get_membership(user)
+    return (
+        membership is not None
+        and membership.is_admin
+        and (organization_id is None or membership.organization_id == organization_id)
+    )
+
+
+def may_edit(user: AnyUser | None) -> bool:
+    """Admins and members create and change keys and workflows; viewers see and run."""
+    membership = get_membership(user)
+    return membership is not None and membership.can_edit
+
+
+def administers(user: AnyUser | None, organization_id: int | None = None) -> bool:
+    """Manages members, groups and every key of the organization (``organization_id``: an
+    object's organization; None: their own): its admins, and superusers everywhere."""
+    return is_superuser(user) or is_admin(user, organization_id)
+
+
 def _as_uuid(value: object) -> uuid.UUID:
     if isinstance(value, uuid.UUID):
         return value
@@ -75,7 +115,7 @@ def can_manage(user: AnyUser, secret_key: SecretKey) -> bool:
 
 
 def _rights(user: AnyUser, secret_key: SecretKey) -> tuple[bool, bool]:
-    if getattr(user, "is_superuser", False) and user.is_active:
+    if is_superuser(user):
         return True, True
     rights = (
         SecretKey.objects.for_user(user)
@@ -102,19 +142,17 @@ def check_secret(user: AnyUser, secret_key: SecretKey, need: Need) -> None:
 def require_editor(user: AnyUser, organization: Organization | None = None) -> Membership:
     """Members and admins create keys; viewers may not (403), outsiders get 404."""
     membership = require_membership(user, organization.pk if organization else None)
-    if not membership.can_edit:
+    if not may_edit(user):
         raise PermissionDenied("Viewers cannot create or change secret keys.")
     return membership
 
 
 def require_admin(user: AnyUser, organization: Organization) -> Membership | None:
     """Only the organization's admins (and superusers) manage members and groups."""
-    if getattr(user, "is_superuser", False) and user.is_active:
+    if administers(user, organization.pk):
         return get_membership(user)
-    membership = require_membership(user, organization.pk)
-    if membership.role != Role.ADMIN:
-        raise PermissionDenied("Only organization admins can do this.")
-    return membership
+    require_membership(user, organization.pk)  # outsiders: 404
+    raise PermissionDenied("Only organization admins can do this.")
 
 
 def require_membership(user: AnyUser, organization_id: int | None = None) -> Membership:

@@ -1,8 +1,8 @@
 """Django admin for organization admins: their own organization only; superusers see all.
 
 Organization admins are staff without any global model permission, so every ModelAdmin
-answers its permissions from the user's membership role, and scopes its queryset to the
-user's organization. Every write goes through ``secretsapp.services`` (see
+answers its permissions by asking ``secretsapp.access`` (one line each), and scopes its
+queryset to the user's organization. Every write goes through ``secretsapp.services`` (see
 ``secretsapp.forms``), so the audit log is written in one place.
 """
 
@@ -25,8 +25,8 @@ from django.utils.html import format_html
 from django.utils.text import capfirst
 from django.views.decorators.debug import sensitive_post_parameters
 
-from secretsapp import services
-from secretsapp.access import organization_of
+from secretsapp import access, services
+from secretsapp.access import is_superuser, organization_of
 from secretsapp.forms import (
     GrantFormSet,
     GroupGrantForm,
@@ -54,18 +54,9 @@ if TYPE_CHECKING:
     AnyUser = AbstractBaseUser | AnonymousUser
 
 
-def is_superuser(user: AnyUser) -> bool:
-    return bool(user.is_active and user.is_superuser)
-
-
 def administers(user: AnyUser, obj: Model | None = None) -> bool:
     """Superusers administer everything; an org admin their organization and its objects."""
-    if is_superuser(user):
-        return True
-    membership = get_membership(user)
-    if membership is None or not membership.is_admin:
-        return False
-    return obj is None or obj.organization_id == membership.organization_id
+    return access.administers(user, obj.organization_id if obj is not None else None)
 
 
 def organization_for(user: AnyUser, obj: Model | None = None) -> Organization | None:
@@ -85,10 +76,9 @@ class OrganizationScopedAdmin(admin.ModelAdmin):
         queryset = super().get_queryset(request)
         if is_superuser(request.user):
             return queryset
-        membership = get_membership(request.user)
-        if membership is None or not membership.is_admin:
+        if not access.is_admin(request.user):
             return queryset.none()
-        return queryset.filter(organization_id=membership.organization_id)
+        return queryset.filter(organization_id=get_membership(request.user).organization_id)
 
     def get_object(
         self, request: HttpRequest, object_id: str, from_field: str | None = None

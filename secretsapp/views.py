@@ -28,7 +28,6 @@ from secretsapp.models import (
     AuditEvent,
     Membership,
     OrganizationGroup,
-    Role,
     SecretKey,
 )
 from workflows.models import SecretReference
@@ -133,7 +132,7 @@ def key_create(request: HttpRequest) -> HttpResponse:
         "principals": _principals(membership),
         "form": {"name": "", "access": Access.TEAM, "grants": []},
         "errors": {},
-        "can_create": membership.can_edit,
+        "can_create": access.may_edit(request.user),
     }
     if request.method != "POST":
         return render(request, "secretsapp/key_create_modal.html", context)
@@ -191,7 +190,7 @@ def _key_rows(request: HttpRequest):
 @login_required
 def key_manage(request: HttpRequest) -> HttpResponse:
     """The Manage Secret Keys panel (or, with ?list=1, only its table: live search)."""
-    membership = access.require_signed_in_member(request.user)
+    access.require_signed_in_member(request.user)
     keys, query = _key_rows(request)
     template = (
         "secretsapp/key_table.html"
@@ -199,18 +198,20 @@ def key_manage(request: HttpRequest) -> HttpResponse:
         else "secretsapp/key_manage_panel.html"
     )
     return render(
-        request, template, {"keys": keys, "query": query, "can_create": membership.can_edit}
+        request,
+        template,
+        {"keys": keys, "query": query, "can_create": access.may_edit(request.user)},
     )
 
 
 @login_required
 def key_page(request: HttpRequest) -> HttpResponse:
-    membership = access.require_signed_in_member(request.user)
+    access.require_signed_in_member(request.user)
     keys, query = _key_rows(request)
     return render(
         request,
         "secretsapp/key_list.html",
-        {"keys": keys, "query": query, "can_create": membership.can_edit, "nav": "keys"},
+        {"keys": keys, "query": query, "can_create": access.may_edit(request.user), "nav": "keys"},
     )
 
 
@@ -318,7 +319,7 @@ def _panel(request: HttpRequest, notice: str) -> HttpResponse:
         "keys": keys,
         "query": "",
         "notice": notice,
-        "can_create": access.require_signed_in_member(request.user).can_edit,
+        "can_create": access.may_edit(request.user),
     }
     return render(request, "secretsapp/key_manage_panel.html", context)
 
@@ -329,7 +330,7 @@ def _panel(request: HttpRequest, notice: str) -> HttpResponse:
 @login_required
 def audit_log(request: HttpRequest) -> HttpResponse:
     membership = access.require_signed_in_member(request.user)
-    if membership.role != Role.ADMIN:
+    if not access.is_admin(request.user):
         raise PermissionDenied("Only organization admins can read the audit log.")
     events = AuditEvent.objects.filter(organization_id=membership.organization_id)
     selected = request.GET.get("secret", "")

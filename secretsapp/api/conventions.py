@@ -20,7 +20,8 @@ from rest_framework.permissions import SAFE_METHODS, BasePermission
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
-from secretsapp.models import Role, get_membership
+from secretsapp import access
+from secretsapp.models import get_membership
 from secretsapp.services import StaleWrite
 
 
@@ -82,7 +83,7 @@ class IsOrganizationMember(BasePermission):
     message = "You are not a member of an organization."
 
     def has_permission(self, request, view) -> bool:
-        return get_membership(request.user) is not None
+        return access.is_member(request.user)
 
 
 class IsOrganizationAdminOrReadOnly(BasePermission):
@@ -95,26 +96,20 @@ class IsOrganizationAdminOrReadOnly(BasePermission):
     message = "Only organization admins can do this."
 
     def has_permission(self, request, view) -> bool:
-        membership = get_membership(request.user)
-        if membership is None:
-            return False
-        if getattr(view, "detail", False):
-            return True
-        return request.method in SAFE_METHODS or membership.role == Role.ADMIN
+        read_or_per_object = request.method in SAFE_METHODS or getattr(view, "detail", False)
+        return access.is_member(request.user) and (
+            read_or_per_object or access.is_admin(request.user)
+        )
 
     def has_object_permission(self, request, view, obj) -> bool:
-        membership = get_membership(request.user)
-        return request.method in SAFE_METHODS or (
-            membership is not None and membership.role == Role.ADMIN
-        )
+        return request.method in SAFE_METHODS or access.is_admin(request.user, obj.organization_id)
 
 
 class IsOrganizationAdmin(BasePermission):
     message = "Only organization admins can do this."
 
     def has_permission(self, request, view) -> bool:
-        membership = get_membership(request.user)
-        return membership is not None and membership.role == Role.ADMIN
+        return access.is_admin(request.user)
 
 
 # --- Pagination --------------------------------------------------------------------------
