@@ -220,7 +220,7 @@ def create_secret_key(
     organization: Organization | None = None,
 ) -> SecretKey:
     """Create a key in the actor's organization (superusers name the organization)."""
-    if organization is None or not getattr(actor, "is_superuser", False):
+    if organization is None or not access.is_superuser(actor):
         organization = access.require_editor(actor, organization).organization
     errors: dict[str, Any] = {}
     cleaned: dict[str, Any] = {}
