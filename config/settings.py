@@ -160,8 +160,13 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTHENTICATION_BACKENDS = [
     "django.contrib.auth.backends.ModelBackend",
-    "guardian.backends.ObjectPermissionBackend",
+    # user.has_perm(perm, secret_key) answers what secretsapp.access answers (Team access,
+    # admins, creators, viewers capped at Use, grants). Guardian's backend would read the
+    # grant rows alone; guardian still stores them (assign_perm/remove_perm need no backend).
+    "secretsapp.backends.AccessBackend",
 ]
+# guardian.W001 asks for guardian's backend, which the one above replaces on purpose.
+SILENCED_SYSTEM_CHECKS = ["guardian.W001"]
 # Guardian's anonymous user is not needed: every action here requires a signed-in member.
 ANONYMOUS_USER_NAME = None
 
@@ -291,7 +296,7 @@ if TRUST_X_FORWARDED_PROTO and not HTTPS_ONLY:
     # security.W008 asks for SECURE_SSL_REDIRECT; here the proxy in front redirects plain
     # HTTP itself (that is what HTTPS_ONLY=0 with a proxy declares), so the check is
     # silenced only in this combination. Plain-HTTP runs without a proxy keep the warning.
-    SILENCED_SYSTEM_CHECKS = ["security.W008"]
+    SILENCED_SYSTEM_CHECKS = [*SILENCED_SYSTEM_CHECKS, "security.W008"]
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SAMESITE = "Lax"
 CSRF_COOKIE_HTTPONLY = True

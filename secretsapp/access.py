@@ -2,6 +2,10 @@
 
 A foreign or invisible object is a 404 (``Http404``) so its existence does not leak; a
 visible one without the needed right is a 403 (``PermissionDenied``).
+
+This is the one place that decides. DRF permission classes, ``ModelAdmin.has_*_permission``
+methods, page views and the authentication backend (``secretsapp.backends``, which gives
+``user.has_perm`` the same answers) are one-line adapters over the predicates below.
 """
 
 from __future__ import annotations
@@ -112,6 +116,12 @@ def can_use(user: AnyUser, secret_key: SecretKey) -> bool:
 
 def can_manage(user: AnyUser, secret_key: SecretKey) -> bool:
     return _rights(user, secret_key)[1]
+
+
+def rights(user: AnyUser, secret_key: SecretKey) -> set[Need]:
+    """Both answers in one query: {"use", "manage"}, {"use"} or nothing."""
+    use, manage = _rights(user, secret_key)
+    return {need for need, held in (("use", use), ("manage", manage)) if held}
 
 
 def _rights(user: AnyUser, secret_key: SecretKey) -> tuple[bool, bool]:
