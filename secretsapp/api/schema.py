@@ -60,7 +60,8 @@ def add_error_responses(result: dict[str, Any], generator, request, public) -> d
             if "/secrets/{id}/" in path and method in ("get", "patch"):
                 responses["200"].setdefault("headers", {})["ETag"] = {
                     "schema": {"type": "string"},
-                    "description": "Send it back in If-Match to make a write conditional.",
+                    "description": "Send it back in If-Match to make a write conditional. "
+                    "Absent when a PATCH took away the caller's access to the key.",
                 }
             if "/secrets/" in path and method == "post":
                 responses["201"].setdefault("headers", {})["ETag"] = {"schema": {"type": "string"}}

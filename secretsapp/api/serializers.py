@@ -214,6 +214,20 @@ class SecretKeyWriteResultSerializer(SecretKeySerializer):
     )
 
 
+class SecretKeyAccessLostSerializer(serializers.Serializer):
+    """A PATCH that took away the caller's own access: saved, but no longer theirs to see."""
+
+    detail = serializers.CharField(read_only=True)
+    id = serializers.UUIDField(read_only=True)
+    can_use = serializers.BooleanField(read_only=True, help_text="Always false here.")
+    can_manage = serializers.BooleanField(read_only=True, help_text="Always false here.")
+    warnings = serializers.ListField(
+        child=serializers.CharField(),
+        read_only=True,
+        help_text="E.g. a value too short to be redacted reliably from run outputs.",
+    )
+
+
 class SecretKeyUsageSerializer(serializers.Serializer):
     """One action that references the key, with its workflow and the fields holding it."""
 

@@ -12,10 +12,17 @@ from typing import Any
 
 from django.contrib.auth import authenticate
 from django.db.models.functions import Lower
+from django.http import Http404
 from django.utils.decorators import method_decorator
 from django.views.decorators.debug import sensitive_variables
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    OpenApiResponse,
+    PolymorphicProxySerializer,
+    extend_schema,
+    extend_schema_view,
+)
 from rest_framework import exceptions, mixins, status, viewsets
 from rest_framework.authtoken.models import Token
 from rest_framework.decorators import action as route
@@ -37,6 +44,7 @@ from secretsapp.api.serializers import (
     GroupSerializer,
     MemberCreateSerializer,
     MemberSerializer,
+    SecretKeyAccessLostSerializer,
     SecretKeySerializer,
     SecretKeyUsageSerializer,
     SecretKeyWriteResultSerializer,
@@ -169,10 +177,24 @@ class GroupViewSet(viewsets.ModelViewSet):
         services.delete_group(self.request.user, instance)
 
 
-@extend_schema_view(
-    partial_update=extend_schema(
-        parameters=[IF_MATCH], responses={200: SecretKeyWriteResultSerializer}
+ACCESS_LOST = "Saved. You no longer have access to this secret key."
+
+PATCH_RESULT = OpenApiResponse(
+    PolymorphicProxySerializer(
+        component_name="SecretKeyPatchResult",
+        serializers=[SecretKeyWriteResultSerializer, SecretKeyAccessLostSerializer],
+        resource_type_field_name=None,
     ),
+    description=(
+        "Saved. The body is the key as the caller now sees it (`can_manage` is false if the "
+        "change took their Manage away), or, if the change took away even their Use, "
+        f'`{{detail: "{ACCESS_LOST}", id, can_use: false, can_manage: false, warnings}}`.'
+    ),
+)
+
+
+@extend_schema_view(
+    partial_update=extend_schema(parameters=[IF_MATCH], responses={200: PATCH_RESULT}),
     destroy=extend_schema(parameters=[IF_MATCH]),
 )
 class SecretKeyViewSet(viewsets.ModelViewSet):
@@ -245,7 +267,22 @@ class SecretKeyViewSet(viewsets.ModelViewSet):
         serializer.is_valid(raise_exception=True)
         value = serializer.validated_data.get("value")
         warnings = services.value_warnings(value) if value is not None else []
-        return self._respond(self._written(serializer.save()), warnings=warnings)
+        written = serializer.save()
+        try:
+            secret_key = self._written(written)
+        except Http404:
+            # The manager took away their own access. The change is saved (and audited): a
+            # 404 would say the key does not exist, and invite a retry of a done write.
+            return Response(
+                {
+                    "detail": ACCESS_LOST,
+                    "id": str(written.pk),
+                    "can_use": False,
+                    "can_manage": False,
+                    "warnings": warnings,
+                }
+            )
+        return self._respond(secret_key, warnings=warnings)
 
     def perform_destroy(self, instance: SecretKey) -> None:
         services.delete_secret_key(self.request.user, instance, expected_etag=self._if_match())

@@ -207,3 +207,51 @@ def test_contract_end_to_end_without_leaks(live_server, admin_token):
         for canary in CANARIES:
             for form in _forms(canary):
                 assert form not in text, f"{response.request.method} {response.request.url} leaked"
+
+
+def test_a_manager_who_drops_their_own_access_gets_200_over_http(live_server, admin_token):
+    base = f"{live_server.url}/api/v1"
+    with httpx.Client(
+        base_url=base, headers={"Authorization": f"Token {admin_token}"}, timeout=10
+    ) as admin:
+        bob = admin.post(
+            "/members/",
+            json={"username": "bob", "email": "bob@acme.example", "password": PASSWORD},
+        ).json()
+        key = admin.post(
+            "/secrets/",
+            json={
+                "name": "Stripe",
+                "value": CANARIES[1],
+                "access": "restricted",
+                "grants": [
+                    {"principal_type": "user", "principal_id": bob["id"], "level": "manage"}
+                ],
+            },
+        ).json()
+        bob_token = httpx.post(
+            f"{base}/auth/token/", json={"username": "bob", "password": PASSWORD}
+        ).json()["token"]
+        with httpx.Client(
+            base_url=base, headers={"Authorization": f"Token {bob_token}"}, timeout=10
+        ) as manager:
+            response = manager.patch(f"/secrets/{key['id']}/", json={"grants": []})
+
+            assert response.status_code == 200, response.text
+            assert response.json() == {
+                "detail": "Saved. You no longer have access to this secret key.",
+                "id": key["id"],
+                "can_use": False,
+                "can_manage": False,
+                "warnings": [],
+            }
+            assert manager.get(f"/secrets/{key['id']}/").status_code == 404
+        # Saved and audited: the admin sees the grants gone and the change in the log.
+        assert admin.get(f"/secrets/{key['id']}/").json()["grants"] == []
+        events = admin.get(f"/audit-events/?secret={key['id']}").json()["results"]
+        assert [(event["action"], event["actor"]) for event in events][0] == (
+            "grants_changed",
+            bob["id"],
+        )
+        schema = httpx.get(f"{live_server.url}/api/schema/?format=json").json()
+        assert "SecretKeyPatchResult" in schema["components"]["schemas"]

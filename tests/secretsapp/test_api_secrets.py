@@ -182,6 +182,99 @@ def test_put_is_not_allowed(personas: Personas):
     assert response.status_code == 405
 
 
+def _grant(user, level: str) -> dict:
+    return {"principal_type": "user", "principal_id": user.pk, "level": level}
+
+
+def test_manager_who_drops_their_own_access_is_told_it_was_saved(personas: Personas):
+    url = f"/api/v1/secrets/{personas.restricted_key.pk}/"
+    client = api_client_for(personas.member_manage)
+
+    # carol-manage keeps bob's grant and drops her own, and sets a (short) value with it.
+    response = client.patch(
+        url, {"grants": [_grant(personas.member_use, "use")], "value": "short"}, format="json"
+    )
+
+    assert response.status_code == 200, response.content
+    assert response.json() == {
+        "detail": "Saved. You no longer have access to this secret key.",
+        "id": str(personas.restricted_key.pk),
+        "can_use": False,
+        "can_manage": False,
+        "warnings": [
+            "The value is shorter than 8 characters: run outputs cannot be redacted "
+            "reliably for it, because such short text also occurs by chance."
+        ],
+    }
+    assert "ETag" not in response
+    assert "short" not in response.json()["detail"]
+    # The change was written and audited; the key is now invisible to her.
+    grants = SecretKey.objects.with_grants().get(pk=personas.restricted_key.pk).grants
+    assert [(grant.principal_id, grant.level) for grant in grants] == [
+        (personas.member_use.pk, "use")
+    ]
+    assert SecretKey.objects.get(pk=personas.restricted_key.pk).version == 2
+    events = AuditEvent.objects.filter(secret_key_id=personas.restricted_key.pk)
+    assert {event.action for event in events if event.actor == personas.member_manage} == {
+        "grants_changed",
+        "value_updated",
+    }
+    assert client.get(url).status_code == 404
+
+
+def test_manager_who_makes_a_key_restricted_without_themselves_is_told_it_was_saved(
+    personas: Personas,
+):
+    # A Team key carol manages through a grant: she makes it Restricted and drops herself.
+    url = f"/api/v1/secrets/{personas.team_key.pk}/"
+    api_client_for(personas.admin).patch(
+        url, {"grants": [_grant(personas.member_manage, "manage")]}, format="json"
+    )
+
+    response = api_client_for(personas.member_manage).patch(
+        url, {"access": "restricted", "grants": []}, format="json"
+    )
+
+    assert response.status_code == 200, response.content
+    assert response.json()["detail"] == "Saved. You no longer have access to this secret key."
+    assert (response.json()["can_use"], response.json()["can_manage"]) == (False, False)
+    assert SecretKey.objects.get(pk=personas.team_key.pk).access == Access.RESTRICTED
+
+
+@pytest.mark.parametrize(
+    ("key_name", "grants"),
+    [
+        # Restricted: she turns her Manage grant into Use.
+        ("restricted_key", lambda p: [_grant(p.member_use, "use"), _grant(p.member_manage, "use")]),
+        # Team: she drops her Manage grant and keeps the Use every member has.
+        ("team_key", lambda p: []),
+    ],
+)
+def test_manager_who_drops_their_own_manage_gets_the_key_as_they_now_see_it(
+    personas: Personas, key_name: str, grants
+):
+    secret_key = getattr(personas, key_name)
+    url = f"/api/v1/secrets/{secret_key.pk}/"
+    if key_name == "team_key":
+        api_client_for(personas.admin).patch(
+            url, {"grants": [_grant(personas.member_manage, "manage")]}, format="json"
+        )
+    client = api_client_for(personas.member_manage)
+
+    response = client.patch(url, {"grants": grants(personas)}, format="json")
+
+    assert response.status_code == 200, response.content
+    body = response.json()
+    assert set(body) == CONTRACT_FIELDS | {"warnings"}
+    assert (body["id"], body["can_use"], body["can_manage"]) == (str(secret_key.pk), True, False)
+    assert response["ETag"]
+    # What she sees now is what a read shows her, and she may no longer write.
+    assert client.get(url).json() == {
+        key: value for key, value in body.items() if key != "warnings"
+    }
+    assert client.patch(url, {"name": "Mine"}, format="json").status_code == 403
+
+
 def test_stale_if_match_is_412_and_changes_nothing(personas: Personas):
     url = f"/api/v1/secrets/{personas.restricted_key.pk}/"
     admin, manager = api_client_for(personas.admin), api_client_for(personas.member_manage)
