@@ -11,9 +11,12 @@ methods, page views and the authentication backend (``secretsapp.backends``, whi
 from __future__ import annotations
 
 import uuid
-from typing import TYPE_CHECKING, Literal
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
 
 from django.core.exceptions import PermissionDenied
+from django.db.models import Exists, OuterRef
 from django.http import Http404
 
 from secretsapp import audit
@@ -225,3 +228,94 @@ def get_member_for_user(user: AnyUser, user_id: object) -> Membership:
         )
     except Membership.DoesNotExist:
         raise Http404("No such member.") from None
+
+
+# --- Workflows and runs ------------------------------------------------------------------
+# A run uses the rights of whoever runs it, while its steps may have been shaped by someone
+# else: whoever changes a workflow, or reads what a run of it produced, must be trusted
+# with every key it holds (no confused deputy). Keys are named by id only: workflows are
+# another app's models, and this module decides from the keys alone.
+
+
+@dataclass(frozen=True)
+class KeysInView:
+    """What one user may know of some keys of their organization."""
+
+    names: Mapping[uuid.UUID, str]  # the keys they may Use: their names are theirs to see
+    forbidden: frozenset[uuid.UUID]  # keys that exist and that they may not Use
+
+    def may_read_run_outputs(self, run_secret_ids: Iterable[object]) -> bool:
+        """Every member sees that a run happened (who, when, status, its steps' names);
+        its inputs, outputs and errors only those who may Use every key it used: what a
+        key fetched or produced is as much the key's as its value."""
+        return self.forbidden.isdisjoint(uuid.UUID(str(secret_id)) for secret_id in run_secret_ids)
+
+
+def keys_in_view(
+    user: AnyUser, organization_id: int, secret_ids: Iterable[uuid.UUID]
+) -> KeysInView:
+    """Of these keys, those that exist in the organization: which the user may Use (with
+    their names) and which not. Deleted keys are in neither: they protect nothing any
+    more. One query, none without ids."""
+    secret_ids = set(secret_ids)
+    if not secret_ids:
+        return KeysInView({}, frozenset())
+    keys = SecretKey.objects.filter(organization_id=organization_id, pk__in=secret_ids)
+    if not is_member(user) or get_membership(user).organization_id != organization_id:
+        return KeysInView({}, frozenset(keys.values_list("pk", flat=True)))
+    usable = SecretKey.objects.for_user(user).filter(pk=OuterRef("pk"))
+    names: dict[uuid.UUID, str] = {}
+    forbidden: set[uuid.UUID] = set()
+    rows = keys.annotate(may_use=Exists(usable)).values_list("pk", "name", "may_use")
+    for secret_id, name, may_use in rows:
+        if may_use:
+            names[secret_id] = name
+        else:
+            forbidden.add(secret_id)
+    return KeysInView(names, frozenset(forbidden))
+
+
+def may_change_workflow(
+    user: AnyUser, organization_id: int, secret_ids: Iterable[uuid.UUID]
+) -> bool:
+    """Editors (admins, members) of the organization change a workflow only while they
+    may Use every key it references: before the change and after it (pass the union)."""
+    if not may_edit(user) or get_membership(user).organization_id != organization_id:
+        return False
+    return not keys_in_view(user, organization_id, secret_ids).forbidden
+
+
+def require_workflow_change(user: AnyUser, workflow: Any, secret_ids: Iterable[uuid.UUID]) -> None:
+    """403 unless ``user`` may change ``workflow`` (see ``may_change_workflow``), with a
+    message that names who can help and no key."""
+    if may_change_workflow(user, workflow.organization_id, secret_ids):
+        return
+    require_membership(user, workflow.organization_id)
+    if not may_edit(user):
+        raise PermissionDenied("Viewers can run workflows but not change them.")
+    raise PermissionDenied(workflow_change_refusal(workflow, secret_ids))
+
+
+def workflow_change_refusal(workflow: Any, secret_ids: Iterable[uuid.UUID]) -> str:
+    """Why a member may not change a workflow, and whom to ask (names no key)."""
+    secret_ids = set(secret_ids)
+    admins = list(
+        Membership.objects.filter(organization_id=workflow.organization_id, role=Role.ADMIN)
+        .order_by("user__username")
+        .values_list("user__username", flat=True)[:3]
+    )
+    helpers = [f"an organization admin ({', '.join(admins)})"] if admins else []
+    creator = workflow.created_by
+    if (
+        creator is not None
+        and creator.is_active
+        and creator.username not in admins
+        and may_change_workflow(creator, workflow.organization_id, secret_ids)
+    ):
+        helpers.insert(0, f"its creator {creator.get_username()}")
+    ask = f" Ask {' or '.join(helpers)} to make the change." if helpers else ""
+    return (
+        "This workflow uses secret keys you may not use, so you cannot change it: a run "
+        "uses the rights of whoever runs it, so its steps may only be shaped by people "
+        f"trusted with every key it uses.{ask}"
+    )

@@ -1,21 +1,26 @@
-"""Who may see, edit and run workflows, actions and runs.
+"""Finding workflows, actions and runs for a user, and asking ``secretsapp.access`` what
+they may do with them.
 
-Every member of the organization (viewers included) sees and runs its workflows; admins
-and members edit them. A foreign or unknown object is a 404, a visible one without the
-right a 403 — as for keys (``secretsapp.access``, which also answers who is a member).
+Every member of the organization (viewers included) sees and runs its workflows. Admins
+and members change a workflow while they may Use every key it references; a run's inputs,
+outputs and errors are read by those who may Use every key it used. A foreign or unknown
+object is a 404, a visible one without the right a 403. The decisions are
+``secretsapp.access``'s; this module gathers the keys they are about.
 """
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from django.core.exceptions import PermissionDenied
 from django.http import Http404
 
+from secretsapp import access as secret_access
 from secretsapp.access import as_id, require_membership
 from secretsapp.models import Membership
-from workflows.models import Action, Run, Workflow
+from workflows.models import Action, Run, SecretReference, Workflow
 
 if TYPE_CHECKING:
     from secretsapp.access import AnyUser
@@ -77,3 +82,29 @@ def get_run_for_user(user: AnyUser, run_id: object) -> Run:
         )
     except (ValueError, Run.DoesNotExist):
         raise Http404("No such run.") from None
+
+
+def workflow_secret_ids(workflow: Workflow) -> set[uuid.UUID]:
+    """The keys the workflow's actions reference, from the where-used index: one query."""
+    return set(
+        SecretReference.objects.filter(action__workflow_id=workflow.pk).values_list(
+            "secret_key_id", flat=True
+        )
+    )
+
+
+def require_change(
+    user: AnyUser, workflow: Workflow, adding: Iterable[uuid.UUID] = ()
+) -> set[uuid.UUID]:
+    """403 unless ``user`` may change the workflow: Use on every key it references now,
+    and on those the change adds. Returns the keys it references now. Call it with the
+    workflow row locked, so that a concurrent save cannot slip a key in meanwhile."""
+    referenced = workflow_secret_ids(workflow)
+    secret_access.require_workflow_change(user, workflow, referenced | set(adding))
+    return referenced
+
+
+def may_change(user: AnyUser, workflow: Workflow) -> bool:
+    return secret_access.may_change_workflow(
+        user, workflow.organization_id, workflow_secret_ids(workflow)
+    )

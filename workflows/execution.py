@@ -5,7 +5,9 @@
 2. Only the keys this run needs are decrypted, in one query.
 3. Steps run in order; each output feeds later steps; a failed step ends the run.
 4. Everything kept or returned — outputs, errors, logs, the inputs and the configs as run —
-   goes through one ``Redactor`` built from the values the run decrypted.
+   goes through one ``Redactor`` built from the values the run decrypted. It leaves
+   ``[redacted:<key id>]``: a reader sees the key's name only if they may Use it
+   (``workflows.reading``).
 5. The run, its steps, one ``used`` audit event per key and the keys' last-used time are
    written in one transaction.
 """
@@ -181,7 +183,10 @@ def _run(
         if reference.kind is Kind.SECRET
     }
     secrets = _load_secrets(actor, workflow.organization_id, secret_ids)
-    redactor = Redactor.for_run(secrets.values.values())
+    # Placeholders name keys by id; readers see a name only if they may Use the key.
+    redactor = Redactor.for_run(
+        (str(secret_id), value) for secret_id, (_, value) in secrets.values.items()
+    )
     used: set[uuid.UUID] = set()  # the keys the steps that ran resolved
     context = Context(
         secrets={secret_id: value for secret_id, (_, value) in secrets.values.items()},
@@ -251,12 +256,14 @@ def _run(
             status=RunStatus.FAILED if failed else RunStatus.SUCCEEDED,
             triggered_by=actor,
             inputs=redactor.redact(inputs),
+            secret_key_ids=sorted(str(secret_id) for secret_id in used),
             started_at=started_at,
             finished_at=timezone.now(),
             duration_ms=_milliseconds_since(run_started),
         ),
         steps,
         {secret_id: secrets.values[secret_id][0] for secret_id in used},
+        {secret_id: name for secret_id, (name, _) in secrets.values.items()},
     )
 
 
@@ -265,8 +272,14 @@ def _milliseconds_since(start: float) -> int:
 
 
 def _record(
-    actor: AbstractBaseUser, run: Run, steps: list[RunStep], used: dict[uuid.UUID, str]
+    actor: AbstractBaseUser,
+    run: Run,
+    steps: list[RunStep],
+    used: dict[uuid.UUID, str],
+    key_names: dict[uuid.UUID, str],
 ) -> Run:
+    """Store the run; ``key_names`` (the keys the actor could Use for it) name its
+    placeholders in the answer to the actor, without another query."""
     with transaction.atomic():
         run.save(force_insert=True)
         for step in steps:
@@ -274,6 +287,7 @@ def _record(
         RunStep.objects.bulk_create(steps)
         audit.record_key_uses(actor, run.organization_id, used, run.pk, run.finished_at)
     run.recorded_steps = steps
+    run.key_names = key_names
     return run
 
 

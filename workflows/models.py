@@ -111,6 +111,10 @@ class Run(models.Model):
         settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
     )
     inputs = models.JSONField(default=dict, blank=True)
+    # The keys whose values the run resolved (as strings): its inputs, outputs and errors
+    # are read only by those who may Use every one of them. Stored texts name a key as
+    # ``[redacted:<id>]``; readers see its name only if they may Use it.
+    secret_key_ids = models.JSONField(default=list, blank=True)
     started_at = models.DateTimeField()
     finished_at = models.DateTimeField()
     duration_ms = models.PositiveIntegerField()

@@ -1,8 +1,12 @@
 """Every write of workflows and actions, and the where-used index of secret keys.
 
-Saving an action validates its config (``workflows.configs``), checks its references
-(inputs declared on the workflow, steps that come earlier, keys the editor may Use) and
-rewrites its rows of the where-used index in the same transaction. Execution is in
+Every change of a workflow (its settings, adding, editing, moving or removing a step,
+deleting it) needs Use on every key the workflow references (``access.require_change``,
+asked with the workflow row locked): a run uses the runner's rights, so whoever shapes the
+steps around a key must be trusted with it. Saving an action validates its config
+(``workflows.configs``), checks its references (inputs declared on the workflow, steps
+that come earlier, keys the editor may Use) and rewrites its rows of the where-used index
+in the same transaction. Execution is in
 ``workflows.execution``.
 """
 
@@ -74,6 +78,7 @@ def update_workflow(
     errors: dict[str, Any] = {}
     with transaction.atomic():
         workflow = Workflow.objects.select_for_update().get(pk=workflow.pk)
+        access.require_change(actor, workflow)
         if name is not UNSET:
             try:
                 workflow.name = clean_name(name)
@@ -106,7 +111,10 @@ def _require_inputs_still_declared(workflow: Workflow, errors: dict[str, Any]) -
 
 def delete_workflow(actor: AbstractBaseUser, workflow: Workflow) -> None:
     access.require_edit(actor, workflow.organization_id)
-    workflow.delete()
+    with transaction.atomic():
+        workflow = Workflow.objects.select_for_update().get(pk=workflow.pk)
+        access.require_change(actor, workflow)
+        workflow.delete()
 
 
 # --- Actions -----------------------------------------------------------------------------
@@ -120,8 +128,9 @@ def _check_references(
     already_referenced: set[uuid.UUID],
 ) -> list[str]:
     """Errors for references that cannot work: unknown inputs, later steps, keys the
-    editor may not Use. Keys the action already referenced are not re-checked, so that
-    someone else's key does not stop an edit of another field."""
+    editor may not Use. Keys the action already referenced are not re-checked here: the
+    editor may Use every existing one (``access.require_change``), and a reference to a
+    deleted key may stay while another field is fixed (it fails at run time)."""
     errors = []
     declared = set(workflow.inputs)
     new_secret_ids = set()
@@ -210,6 +219,7 @@ def create_action(
     access.require_edit(actor, workflow.organization_id)
     with transaction.atomic():
         workflow = Workflow.objects.select_for_update().get(pk=workflow.pk)
+        access.require_change(actor, workflow)
         count = workflow.actions.count()
         if count >= MAX_ACTIONS:
             raise ValidationError({"workflow": [f"A workflow has at most {MAX_ACTIONS} actions."]})
@@ -245,6 +255,7 @@ def update_action(
     access.require_edit(actor, action.workflow.organization_id)
     with transaction.atomic():
         workflow = Workflow.objects.select_for_update().get(pk=action.workflow_id)
+        access.require_change(actor, workflow)
         action = Action.objects.select_related("workflow").get(pk=action.pk)
         count = workflow.actions.count()
         new_position = action.position if position is UNSET else _clean_position(position, count)
@@ -276,6 +287,7 @@ def delete_action(actor: AbstractBaseUser, action: Action) -> None:
     access.require_edit(actor, action.workflow.organization_id)
     with transaction.atomic():
         workflow = Workflow.objects.select_for_update().get(pk=action.workflow_id)
+        access.require_change(actor, workflow)
         position = action.position
         users = [
             f"action {other.position} ({field})"

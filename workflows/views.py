@@ -15,9 +15,10 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
 
+from secretsapp import access as secret_access
 from secretsapp.access import require_signed_in_member
 from secretsapp.models import SecretKey, get_membership
-from workflows import access, execution, services
+from workflows import access, execution, reading, services
 from workflows.forms import ROW_KINDS, config_from_post, errors_by_field, rows_for_display
 from workflows.http import METHODS
 from workflows.models import Action, ActionType, Run, Workflow
@@ -120,6 +121,14 @@ def _builder(
     settings_form: dict | None = None,
 ):
     membership = get_membership(request.user)
+    # Editors change a workflow only while they may Use every key it references.
+    refusal = None
+    if membership.can_edit:
+        referenced = access.workflow_secret_ids(workflow)
+        if not secret_access.may_change_workflow(
+            request.user, workflow.organization_id, referenced
+        ):
+            refusal = secret_access.workflow_change_refusal(workflow, referenced)
     actions = list(workflow.actions.order_by("position"))
     cards = []
     for action in actions:
@@ -144,7 +153,8 @@ def _builder(
     context = {
         "workflow": workflow,
         "cards": cards,
-        "can_edit": membership.can_edit,
+        "can_edit": membership.can_edit and refusal is None,
+        "change_refusal": refusal,
         "action_types": ActionType.choices,
         "methods": METHODS,
         "body_types": [("none", "None"), ("fields", "Fields"), ("raw", "Raw JSON")],
@@ -288,13 +298,13 @@ def workflow_run(request: HttpRequest, workflow_id: int) -> HttpResponse:
 @login_required
 def run_detail(request: HttpRequest, run_id: str) -> HttpResponse:
     run = access.get_run_for_user(request.user, run_id)
+    reading.show_runs(request.user, [run])
     steps = [
-        {"step": step, "output": json.dumps(step.output, indent=2, ensure_ascii=False)}
+        {"step": step, "output": json.dumps(step.shown_output, indent=2, ensure_ascii=False)}
         for step in run.steps.all()  # prefetched, in position order
     ]
-    return render(
-        request, "workflows/run_detail.html", {"run": run, "steps": steps, "nav": "workflows"}
-    )
+    context = {"run": run, "steps": steps, "hidden_notice": reading.HIDDEN, "nav": "workflows"}
+    return render(request, "workflows/run_detail.html", context)
 
 
 @login_required

@@ -142,12 +142,17 @@ KINDS: dict[str, tuple[Kind, ...]] = {
         ("unknown-key", None),
     ),
     "workflow": _kinds(
-        "workflow", ("workflow", "acme"), ("foreign-workflow", "globex"), ("unknown-workflow", None)
+        "workflow",
+        ("workflow", "acme"),
+        ("keyed-workflow", "acme"),  # its steps reference restricted-key
+        ("foreign-workflow", "globex"),
+        ("unknown-workflow", None),
     ),
     "action": _kinds(
         "action",
         ("action", "acme"),
         ("action-elsewhere", "acme"),  # an action of another workflow of the same organization
+        ("keyed-action", "acme"),  # an action of keyed-workflow
         ("foreign-action", "globex"),
         ("unknown-action", None),
     ),
@@ -163,8 +168,11 @@ KINDS: dict[str, tuple[Kind, ...]] = {
 ACTION_WORKFLOW = {
     "action": "workflow",
     "action-elsewhere": "second-workflow",
+    "keyed-action": "keyed-workflow",
     "foreign-action": "foreign-workflow",
 }
+# Workflows whose steps reference a key, by the key: changing them needs Use on it.
+WORKFLOW_KEYS = {"keyed-workflow": "restricted-key", "keyed-action": "restricted-key"}
 # URL parameters of the pages, and the router's basenames of the API, by object family.
 PAGE_PARAMETERS = {
     "secret_id": "secret",
@@ -449,6 +457,14 @@ def _key_use_only(cell: Cell) -> bool:
     return use and not manage
 
 
+def _changes_a_workflow_with_a_key_it_may_not_use(cell: Cell) -> bool:
+    """A write to a workflow (or one of its actions, or an action added to it) whose
+    steps reference a key the persona may not Use: no confused deputy (DESIGN.md)."""
+    kinds = [*cell.kinds, *([cell.body_kind] if cell.body_kind else [])]
+    keys = {WORKFLOW_KEYS[kind.name] for kind in kinds if kind.name in WORKFLOW_KEYS}
+    return cell.allow.need is EDITOR and any(not key_rights(cell.persona, key)[0] for key in keys)
+
+
 def _action_not_in_workflow(cell: Cell) -> bool:
     by_family = {kind.family: kind.name for kind in cell.kinds}
     return {"workflow", "action"} <= set(by_family) and ACTION_WORKFLOW[
@@ -509,6 +525,11 @@ RULES: list[Rule] = [
     Rule(
         "viewer on a write → 403",
         lambda cell: cell.allow.need is EDITOR and cell.role == Role.VIEWER,
+        lambda cell: 403,
+    ),
+    Rule(
+        "a change of a workflow that references a key the persona may not Use → 403",
+        _changes_a_workflow_with_a_key_it_may_not_use,
         lambda cell: 403,
     ),
     Rule(
@@ -718,6 +739,16 @@ def _build_world() -> World:
     acme_workflow = workflow("member_use", "Nightly")
     second_workflow = workflow("member_use", "Weekly")
     foreign_workflow = workflow("outsider", "Globex nightly")
+    keyed_workflow = workflow("member_use", "Charges")
+    workflow_services.update_action(
+        users["member_use"],
+        keyed_workflow.actions.get(position=2),
+        config=http_action(
+            headers=[{"name": "X-Key", "value": f"{{{{secret:{ids['restricted-key']}}}}}"}]
+        ),
+    )
+    ids["keyed-workflow"] = keyed_workflow.pk
+    ids["keyed-action"] = keyed_workflow.actions.get(position=1).pk
     ids["workflow"], ids["second-workflow"] = acme_workflow.pk, second_workflow.pk
     ids["foreign-workflow"] = foreign_workflow.pk
     ids["action"] = acme_workflow.actions.get(position=1).pk

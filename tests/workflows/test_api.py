@@ -133,6 +133,7 @@ def test_workflow_run_returns_the_run(personas: Personas, objects: Objects):
         "status",
         "triggered_by",
         "inputs",
+        "outputs_hidden",
         "started_at",
         "finished_at",
         "duration_ms",

@@ -13,9 +13,16 @@ from secretsapp import services as secret_services
 from secretsapp.models import AuditAction, AuditEvent, SecretKey
 from tests.conftest import RESTRICTED_VALUE, TEAM_VALUE, Personas, code_action, http_action
 from tests.factories import SecretKeyFactory
-from workflows import execution, services
+from workflows import execution, reading, services
 from workflows.models import Run, RunStep
 from workflows.redaction import encoded_forms
+
+
+def _shown_steps(run: Run, reader) -> list[RunStep]:
+    """The run's steps as stored, read back as ``reader`` sees them (names per reader)."""
+    stored = Run.objects.prefetch_related("steps").get(pk=run.pk)
+    reading.show_runs(reader, [stored])
+    return list(stored.steps.all())
 
 
 def _ref(key) -> str:
@@ -80,8 +87,12 @@ def test_the_target_gets_the_value_and_the_run_keeps_only_redactions(
     assert run.status == "succeeded"
     output = run.recorded_steps[0].output
     assert output["status_code"] == 200
-    assert output["body"]["headers"]["Authorization"] == "Bearer [redacted:Stripe live]"
-    assert "[redacted:Stripe live]" in output["body"]["body"]
+    stored = f"[redacted:{key.pk}]"  # names are shown per reader, never stored
+    assert output["body"]["headers"]["Authorization"] == f"Bearer {stored}"
+    assert stored in output["body"]["body"]
+    shown = _shown_steps(run, personas.member_use)[0].shown_output
+    assert shown["body"]["headers"]["Authorization"] == "Bearer [redacted:Stripe live]"
+    assert "[redacted:Stripe live]" in shown["body"]["body"]
     _assert_nothing_leaks(RESTRICTED_VALUE)
 
 
@@ -103,7 +114,7 @@ def test_fields_body_and_basic_auth_echoed_back_are_redacted(
         ),
     )
     run = execution.execute_action(personas.member_use, action, {})
-    body = run.recorded_steps[0].output["body"]
+    body = _shown_steps(run, personas.member_use)[0].shown_output["body"]
     assert json.loads(echo_server.requests[0]["body"]) == {"token": TEAM_VALUE}
     assert "[redacted:Slack webhook]" in body
     _assert_nothing_leaks(TEAM_VALUE)
@@ -164,7 +175,8 @@ def test_rename_keeps_actions_working(personas: Personas, workflow, echo_server)
     run = execution.execute_action(personas.member_use, action, {})
     assert run.status == "succeeded"
     assert echo_server.requests[0]["headers"]["X-Key"] == TEAM_VALUE
-    assert run.recorded_steps[0].output["body"]["headers"]["X-Key"] == "[redacted:Slack alerts]"
+    shown = _shown_steps(run, personas.member_use)[0].shown_output
+    assert shown["body"]["headers"]["X-Key"] == "[redacted:Slack alerts]"
 
 
 def test_deleted_key_fails_the_step_clearly(personas: Personas, workflow, echo_server):
@@ -261,12 +273,15 @@ def test_steps_feed_later_steps_and_code_reads_variables(personas: Personas, wor
         action_type="run_code",
     )
     run = execution.run_workflow(personas.member_use, workflow, {"customer": "cus_9"})
-    steps = run.recorded_steps
+    steps = _shown_steps(run, personas.member_use)
     assert [step.status for step in steps] == ["succeeded"] * 3, [step.error for step in steps]
-    assert steps[1].output["result"] == {"path": "/echo/cus_9", "length": len(TEAM_VALUE)}
-    assert steps[1].output["logs"].strip() == "key is [redacted:Slack webhook]"
-    assert steps[2].output["result"] == {"double": 2 * len(TEAM_VALUE), "path": "/echo/cus_9"}
-    assert "[redacted:Slack webhook]" in steps[2].output["logs"]
+    assert steps[1].shown_output["result"] == {"path": "/echo/cus_9", "length": len(TEAM_VALUE)}
+    assert steps[1].shown_output["logs"].strip() == "key is [redacted:Slack webhook]"
+    assert steps[2].shown_output["result"] == {
+        "double": 2 * len(TEAM_VALUE),
+        "path": "/echo/cus_9",
+    }
+    assert "[redacted:Slack webhook]" in steps[2].shown_output["logs"]
     _assert_nothing_leaks(TEAM_VALUE)
 
 
@@ -278,9 +293,9 @@ def test_code_that_raises_with_the_value_is_redacted(personas: Personas, workflo
         action_type="run_code",
     )
     run = execution.execute_action(personas.member_use, action, {})
-    step = run.recorded_steps[0]
+    step = _shown_steps(run, personas.member_use)[0]
     assert step.status == "failed"
-    assert "ValueError" in step.error and "[redacted:Slack webhook]" in step.error
+    assert "ValueError" in step.shown_error and "[redacted:Slack webhook]" in step.shown_error
     _assert_nothing_leaks(TEAM_VALUE)
 
 

@@ -84,7 +84,9 @@ def test_referencing_a_key_the_editor_may_not_use_is_refused(personas: Personas,
     assert not Action.objects.exists()
 
 
-def test_editing_another_field_keeps_a_key_someone_else_added(personas: Personas, workflow):
+def test_member_without_use_cannot_edit_any_field_of_a_workflow_holding_the_key(
+    personas: Personas, workflow
+):
     action = services.create_action(
         personas.member_use,
         workflow,
@@ -92,6 +94,23 @@ def test_editing_another_field_keeps_a_key_someone_else_added(personas: Personas
         action_type="run_code",
         config=code_action(token=_ref(personas.restricted_key)),
     )
+    with pytest.raises(PermissionDenied) as refused:
+        services.update_action(personas.member_nothing, action, name="Renamed")
+    assert "uses secret keys you may not use" in str(refused.value)
+    assert personas.restricted_key.name not in str(refused.value)
+    action.refresh_from_db()
+    assert action.name == "Uses Stripe"
+
+
+def test_a_reference_to_a_deleted_key_does_not_stop_an_edit(personas: Personas, workflow):
+    action = services.create_action(
+        personas.member_use,
+        workflow,
+        name="Uses Stripe",
+        action_type="run_code",
+        config=code_action(token=_ref(personas.restricted_key)),
+    )
+    secret_services.delete_secret_key(personas.admin, personas.restricted_key)
     renamed = services.update_action(personas.member_nothing, action, name="Renamed")
     assert renamed.name == "Renamed"
     assert SecretReference.objects.filter(action=action).exists()

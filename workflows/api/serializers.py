@@ -110,10 +110,19 @@ class RunRequestSerializer(serializers.Serializer):
 
 
 class RunStepSerializer(serializers.ModelSerializer):
+    """A step as its reader may see it (``workflows.reading.show_runs`` ran first)."""
+
     action = serializers.IntegerField(source="action_id", read_only=True, allow_null=True)
     status = serializers.ChoiceField(choices=RunStatus.choices, read_only=True)
     type = serializers.ChoiceField(choices=ActionType.choices, read_only=True)
-    output = serializers.JSONField(read_only=True, allow_null=True)
+    output = serializers.JSONField(
+        source="shown_output",
+        read_only=True,
+        allow_null=True,
+        help_text="Redacted: each secret value is [redacted:<key name>], or [redacted] for a "
+        "key you may not use. Null when the run's outputs are hidden from you.",
+    )
+    error = serializers.CharField(source="shown_error", read_only=True)
 
     class Meta:
         model = RunStep
@@ -127,7 +136,12 @@ class RunSerializer(serializers.ModelSerializer):
         source="triggered_by_id", read_only=True, allow_null=True
     )
     status = serializers.ChoiceField(choices=RunStatus.choices, read_only=True)
-    inputs = serializers.JSONField(read_only=True)
+    inputs = serializers.JSONField(source="shown_inputs", read_only=True)
+    outputs_hidden = serializers.BooleanField(
+        read_only=True,
+        help_text="True when the run used secret keys you may not use: its inputs, outputs "
+        "and errors are then not shown to you (empty).",
+    )
     steps = RunStepSerializer(many=True, read_only=True)
 
     class Meta:
@@ -139,6 +153,7 @@ class RunSerializer(serializers.ModelSerializer):
             "status",
             "triggered_by",
             "inputs",
+            "outputs_hidden",
             "started_at",
             "finished_at",
             "duration_ms",

@@ -18,7 +18,7 @@ from rest_framework.response import Response
 
 from secretsapp.access import as_id
 from secretsapp.api.conventions import WRITE_METHODS, IsOrganizationMember, organization_id
-from workflows import access, execution, services
+from workflows import access, execution, reading, services
 from workflows.api.serializers import (
     ActionSerializer,
     ExecuteResultSerializer,
@@ -84,12 +84,14 @@ class WorkflowViewSet(viewsets.ModelViewSet):
         payload = RunRequestSerializer(data=request.data)
         payload.is_valid(raise_exception=True)
         run = execution.run_workflow(request.user, workflow, payload.validated_data["inputs"])
-        return Response(RunSerializer(_with_steps(run)).data, status=status.HTTP_201_CREATED)
+        return Response(RunSerializer(_as_run_by(run)).data, status=status.HTTP_201_CREATED)
 
 
-def _with_steps(run: Run) -> Run:
-    # The steps just recorded, without reading them back.
+def _as_run_by(run: Run) -> Run:
+    """A run just made, as the caller who made it may see it: the steps just recorded,
+    without reading them back, and the names of the keys they could Use for it."""
     run._prefetched_objects_cache = {"steps": run.recorded_steps}
+    reading.show_runs(run.triggered_by, [run], key_names=run.key_names)
     return run
 
 
@@ -124,12 +126,12 @@ class ActionViewSet(viewsets.ModelViewSet):
         payload = RunRequestSerializer(data=request.data)
         payload.is_valid(raise_exception=True)
         run = execution.execute_action(request.user, action, payload.validated_data["inputs"])
-        step: RunStep = run.recorded_steps[0]
+        step: RunStep = _as_run_by(run).recorded_steps[0]
         result: dict[str, Any] = {
             "run_id": run.pk,
             "status": run.status,
-            "output": step.output,
-            "error": step.error,
+            "output": step.shown_output,
+            "error": step.shown_error,
             "duration_ms": run.duration_ms,
         }
         return Response(ExecuteResultSerializer(result).data)
@@ -137,7 +139,8 @@ class ActionViewSet(viewsets.ModelViewSet):
 
 @extend_schema_view(list=extend_schema(parameters=[WORKFLOW_FILTER]))
 class RunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
-    """Runs of the organization, newest first, redacted."""
+    """Runs of the organization, newest first, redacted. Every member sees each run; its
+    inputs, outputs and errors only those who may Use every key it used."""
 
     permission_classes = [IsAuthenticated, IsOrganizationMember]
     serializer_class = RunSerializer
@@ -151,4 +154,11 @@ class RunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gene
         return runs.prefetch_related("steps").order_by("-started_at", "id")
 
     def get_object(self) -> Run:
-        return access.get_run_for_user(self.request.user, self.kwargs["pk"])
+        run = access.get_run_for_user(self.request.user, self.kwargs["pk"])
+        reading.show_runs(self.request.user, [run])
+        return run
+
+    def paginate_queryset(self, queryset) -> list[Run] | None:
+        page = super().paginate_queryset(queryset)
+        reading.show_runs(self.request.user, page or [])
+        return page
