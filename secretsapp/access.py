@@ -21,6 +21,7 @@ from django.http import Http404
 
 from secretsapp import audit
 from secretsapp.models import (
+    AuditAction,
     Membership,
     Organization,
     OrganizationGroup,
@@ -285,22 +286,49 @@ def may_change_workflow(
     return not keys_in_view(user, organization_id, secret_ids).forbidden
 
 
+class WorkflowChangeRefused(PermissionDenied):
+    """A 403 for a workflow change by an editor who may not Use some of its keys.
+
+    The services raise it from inside their transaction and call ``record`` once it has
+    rolled back, so the denial is audited (one ``denied`` event per key, naming the
+    workflow) without being undone with the change."""
+
+    def __init__(
+        self, message: str, user: AnyUser, workflow_id: int, forbidden: Iterable[uuid.UUID]
+    ) -> None:
+        super().__init__(message)
+        self.user, self.workflow_id, self.forbidden = user, workflow_id, frozenset(forbidden)
+
+    def record(self) -> None:
+        for secret_key in SecretKey.objects.filter(pk__in=self.forbidden):
+            audit.record_event(
+                self.user,
+                AuditAction.DENIED,
+                secret_key,
+                {"needed": "use", "workflow_id": self.workflow_id},
+            )
+
+
 def require_workflow_change(user: AnyUser, workflow: Any, secret_ids: Iterable[uuid.UUID]) -> None:
     """403 unless ``user`` may change ``workflow`` (see ``may_change_workflow``), with a
     message that names who can help and no key."""
-    if may_change_workflow(user, workflow.organization_id, secret_ids):
-        return
     require_membership(user, workflow.organization_id)
     if not may_edit(user):
         raise PermissionDenied("Viewers can run workflows but not change them.")
-    raise PermissionDenied(workflow_change_refusal(workflow, secret_ids))
+    secret_ids = set(secret_ids)
+    forbidden = keys_in_view(user, workflow.organization_id, secret_ids).forbidden
+    if forbidden:
+        message = workflow_change_refusal(workflow, secret_ids)
+        raise WorkflowChangeRefused(message, user, workflow.pk, forbidden)
 
 
 def workflow_change_refusal(workflow: Any, secret_ids: Iterable[uuid.UUID]) -> str:
     """Why a member may not change a workflow, and whom to ask (names no key)."""
     secret_ids = set(secret_ids)
     admins = list(
-        Membership.objects.filter(organization_id=workflow.organization_id, role=Role.ADMIN)
+        Membership.objects.filter(
+            organization_id=workflow.organization_id, role=Role.ADMIN, user__is_active=True
+        )
         .order_by("user__username")
         .values_list("user__username", flat=True)[:3]
     )

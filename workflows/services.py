@@ -12,14 +12,17 @@ in the same transaction. Execution is in
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections import defaultdict
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
+from secretsapp.access import WorkflowChangeRefused
 from secretsapp.models import SecretKey
 from secretsapp.services import UNSET, clean_name
 from workflows import access
@@ -50,6 +53,25 @@ def _clean_inputs(inputs: object) -> list[str]:
     return list(inputs)
 
 
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _audits_refusals(service: Callable[P, R]) -> Callable[P, R]:
+    """A refused change rolls back with the service's transaction; its denial is then
+    recorded, so admins see who tried (``WorkflowChangeRefused.record``)."""
+
+    @functools.wraps(service)
+    def refused_or_done(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return service(*args, **kwargs)
+        except WorkflowChangeRefused as refusal:
+            refusal.record()
+            raise
+
+    return refused_or_done
+
+
 # --- Workflows ---------------------------------------------------------------------------
 
 
@@ -71,6 +93,7 @@ def create_workflow(actor: AbstractBaseUser, *, name: str, inputs: Any = ()) -> 
     )
 
 
+@_audits_refusals
 def update_workflow(
     actor: AbstractBaseUser, workflow: Workflow, *, name: Any = UNSET, inputs: Any = UNSET
 ) -> Workflow:
@@ -109,6 +132,7 @@ def _require_inputs_still_declared(workflow: Workflow, errors: dict[str, Any]) -
                 )
 
 
+@_audits_refusals
 def delete_workflow(actor: AbstractBaseUser, workflow: Workflow) -> None:
     access.require_edit(actor, workflow.organization_id)
     with transaction.atomic():
@@ -206,6 +230,7 @@ def _clean_action(
     return name, normalized, references
 
 
+@_audits_refusals
 def create_action(
     actor: AbstractBaseUser,
     workflow: Workflow,
@@ -243,6 +268,7 @@ def create_action(
     return action
 
 
+@_audits_refusals
 def update_action(
     actor: AbstractBaseUser,
     action: Action,
@@ -282,6 +308,7 @@ def update_action(
     return action
 
 
+@_audits_refusals
 def delete_action(actor: AbstractBaseUser, action: Action) -> None:
     """Delete the action; later steps move up and references to them follow."""
     access.require_edit(actor, action.workflow.organization_id)
