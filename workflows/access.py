@@ -30,7 +30,7 @@ def require_edit(user: AnyUser, organization_id: int | None = None) -> Membershi
     """Admins and members edit workflows (of ``organization_id``, when given; others'
     are a 404); viewers get a 403."""
     membership = require_membership(user, organization_id)
-    if not membership.can_edit:
+    if not secret_access.may_edit(user):
         raise PermissionDenied("Viewers can run workflows but not change them.")
     return membership
 

@@ -17,7 +17,7 @@ from django.views.decorators.http import require_POST
 
 from secretsapp import access as secret_access
 from secretsapp.access import require_signed_in_member
-from secretsapp.models import SecretKey, get_membership
+from secretsapp.models import SecretKey
 from workflows import access, execution, reading, services
 from workflows.forms import ROW_KINDS, config_from_post, errors_by_field, rows_for_display
 from workflows.http import METHODS
@@ -120,15 +120,14 @@ def _builder(
     status: int = 200,
     settings_form: dict | None = None,
 ):
-    membership = get_membership(request.user)
     # Editors change a workflow only while they may Use every key it references.
-    refusal = None
-    if membership.can_edit:
+    can_edit, refusal = secret_access.may_edit(request.user), None
+    if can_edit:
         referenced = access.workflow_secret_ids(workflow)
         if not secret_access.may_change_workflow(
             request.user, workflow.organization_id, referenced
         ):
-            refusal = secret_access.workflow_change_refusal(workflow, referenced)
+            can_edit, refusal = False, secret_access.workflow_change_refusal(workflow, referenced)
     actions = list(workflow.actions.order_by("position"))
     cards = []
     for action in actions:
@@ -153,7 +152,7 @@ def _builder(
     context = {
         "workflow": workflow,
         "cards": cards,
-        "can_edit": membership.can_edit and refusal is None,
+        "can_edit": can_edit,
         "change_refusal": refusal,
         "action_types": ActionType.choices,
         "methods": METHODS,

@@ -6,6 +6,7 @@ import json
 from dataclasses import dataclass
 
 import pytest
+from django.utils import timezone
 
 from tests.conftest import (
     PERSONA_NAMES,
@@ -16,7 +17,7 @@ from tests.conftest import (
     http_action,
 )
 from workflows import services
-from workflows.models import Action, Run, Workflow
+from workflows.models import Action, Run, RunStep, Workflow
 from workflows.redaction import encoded_forms
 
 
@@ -258,3 +259,48 @@ def test_execution_over_the_api_never_returns_a_value(
         for form in encoded_forms(TEAM_VALUE):
             assert form not in response.content.decode()
     assert "[redacted:Slack webhook]" in executed.content.decode()
+
+
+def _stored_runs(personas: Personas, workflow, count: int) -> None:
+    """Runs as the executor stores them: each used both keys and echoed them back."""
+    used = [str(personas.restricted_key.pk), str(personas.team_key.pk)]
+    for _ in range(count):
+        run = Run.objects.create(
+            organization=personas.organization,
+            workflow=workflow,
+            status="succeeded",
+            triggered_by=personas.member_use,
+            secret_key_ids=used,
+            started_at=timezone.now(),
+            finished_at=timezone.now(),
+            duration_ms=1,
+        )
+        RunStep.objects.create(
+            run=run,
+            position=1,
+            name="Echo",
+            type="send_api_request",
+            status="succeeded",
+            output={"body": " ".join(f"[redacted:{secret_id}]" for secret_id in used)},
+        )
+
+
+@pytest.mark.parametrize("persona", ["member_use", "member_nothing"])
+def test_run_list_costs_the_same_queries_for_2_and_40_runs(
+    personas: Personas, objects: Objects, django_assert_num_queries, persona
+):
+    client = api_client_for(personas.by_name(persona))
+    for count in (2, 40):
+        _stored_runs(personas, objects.workflow, count)
+        # 1 the token with its user and membership, 2 the count, 3 the page of runs,
+        # 4 their steps, 5 which of the keys they used the reader may Use (with names).
+        with django_assert_num_queries(5):
+            response = client.get("/api/v1/runs/", {"page_size": 200})
+        assert response.status_code == 200
+    runs = [run for run in response.json()["results"] if run["steps"][0]["name"] == "Echo"]
+    assert len(runs) == 42
+    body = runs[0]["steps"][0]["output"]
+    if persona == "member_use":
+        assert body == {"body": "[redacted:Stripe live] [redacted:Slack webhook]"}
+    else:
+        assert body is None and all(run["outputs_hidden"] for run in runs)
