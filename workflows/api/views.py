@@ -46,7 +46,10 @@ def _workflow_filter(request) -> int | None:
 
 
 class WorkflowViewSet(viewsets.ModelViewSet):
-    """Workflows with their actions, in order."""
+    """Workflows with their actions, in order.
+
+    Changing a workflow (PATCH, DELETE) needs Use on every secret key its actions
+    reference: otherwise 403, whose `detail` says whom to ask and names no key."""
 
     permission_classes = [IsAuthenticated, IsOrganizationMember]
     http_method_names = WRITE_METHODS
@@ -97,7 +100,11 @@ def _as_run_by(run: Run) -> Run:
 
 @extend_schema_view(list=extend_schema(parameters=[WORKFLOW_FILTER]))
 class ActionViewSet(viewsets.ModelViewSet):
-    """Actions of the organization's workflows; ``?workflow=`` filters."""
+    """Actions of the organization's workflows; `?workflow=` filters.
+
+    Adding, changing, moving or deleting an action needs Use on every secret key its
+    workflow references, before and after the change: otherwise 403, whose `detail` says
+    whom to ask and names no key."""
 
     permission_classes = [IsAuthenticated, IsOrganizationMember]
     http_method_names = WRITE_METHODS
