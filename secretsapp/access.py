@@ -343,7 +343,6 @@ def workflow_change_refusal(workflow: Any, secret_ids: Iterable[uuid.UUID]) -> s
         helpers.insert(0, f"its creator {creator.get_username()}")
     ask = f" Ask {' or '.join(helpers)} to make the change." if helpers else ""
     return (
-        "This workflow uses secret keys you may not use, so you cannot change it: a run "
-        "uses the rights of whoever runs it, so its steps may only be shaped by people "
-        f"trusted with every key it uses.{ask}"
+        "You cannot change this workflow: it uses secret keys you may not use, and a run "
+        f"uses the rights of whoever runs it.{ask}"
     )
