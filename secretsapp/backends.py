@@ -37,6 +37,7 @@ from secretsapp.models import SecretKey
 
 if TYPE_CHECKING:
     from django.db.models import Model
+    from django.http import HttpRequest
 
     from secretsapp.access import AnyUser
 
@@ -54,7 +55,7 @@ PERMISSIONS: dict[str, Right] = {
 class AccessBackend(BaseBackend):
     """Object permissions on secret keys, from ``secretsapp.access`` (see the module)."""
 
-    def authenticate(self, request, **credentials) -> None:
+    def authenticate(self, request: HttpRequest | None, **credentials: object) -> None:
         return None  # answers permission questions only; ModelBackend signs people in
 
     def has_perm(self, user_obj: AnyUser, perm: str, obj: Model | None = None) -> bool:
