@@ -44,14 +44,15 @@ def api(live_server, user) -> httpx.Client:
     token, _ = Token.objects.get_or_create(user=user)
     return httpx.Client(
         base_url=f"{live_server.url}/api/v1",
-        headers={"Authorization": f"Token {token.key}"},
+        # No keep-alive: a connection left open would outlive the test in a server thread.
+        headers={"Authorization": f"Token {token.key}", "Connection": "close"},
         timeout=30,
     )
 
 
 def browser(live_server, user) -> httpx.Client:
     """A signed-in session, sending the CSRF token as the pages' htmx does."""
-    client = httpx.Client(base_url=live_server.url, timeout=30)
+    client = httpx.Client(base_url=live_server.url, headers={"Connection": "close"}, timeout=30)
     client.get("/login/")
     signed_in = client.post(
         "/login/",
