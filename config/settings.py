@@ -164,6 +164,8 @@ AUTHENTICATION_BACKENDS = [
     # admins, creators, viewers capped at Use, grants). Guardian's backend would read the
     # grant rows alone; guardian still stores them (assign_perm/remove_perm need no backend).
     "secretsapp.backends.AccessBackend",
+    # The same for workflows: changing one needs Use on every key it references.
+    "workflows.backends.WorkflowAccessBackend",
 ]
 # guardian.W001 asks for guardian's backend, which the one above replaces on purpose.
 SILENCED_SYSTEM_CHECKS = ["guardian.W001"]
