@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import threading
 from dataclasses import dataclass
@@ -18,6 +19,16 @@ from secretsapp.models import Access, Organization, OrganizationGroup, Role, Sec
 from tests.factories import MembershipFactory, OrganizationFactory, OrganizationGroupFactory
 
 RESTRICTED_VALUE = "restricted-value-Zq8#not-for-eyes"
+
+
+def pem_key(seed: bytes) -> str:
+    """A PEM private key's shape (64-character base64 lines between BEGIN/END lines),
+    made from ``seed``: a multi-line value as people store them."""
+    body = base64.b64encode(hashlib.shake_256(seed).digest(1280)).decode()
+    lines = [body[start : start + 64] for start in range(0, len(body), 64)]
+    return "-----BEGIN PRIVATE KEY-----\n" + "\n".join(lines) + "\n-----END PRIVATE KEY-----\n"
+
+
 TEAM_VALUE = "team-value-Yp7&not-for-eyes"
 
 

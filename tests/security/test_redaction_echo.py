@@ -10,8 +10,6 @@ in any of the forms the canary scan looks for (tests/security/crawl.py).
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import html
 import json
 import threading
@@ -24,7 +22,7 @@ import pytest
 
 from secretsapp import services as secret_services
 from secretsapp.models import SecretKey
-from tests.conftest import Personas, api_client_for, code_action, http_action
+from tests.conftest import Personas, api_client_for, code_action, http_action, pem_key
 from tests.security.crawl import Canary, LeakScanner
 from workflows import services as workflow_services
 from workflows.models import Run, RunStep
@@ -36,13 +34,7 @@ TOKEN = 'sk_test_Zq8fK2mW7xLp"q\\x/é-91'
 BROKEN_JSON = '{"client_id": "abc", "client_secret": s3cr3t-unquoted-Zr9xK2mW7}'
 
 
-def _pem() -> str:
-    body = base64.b64encode(hashlib.shake_256(b"redaction echo").digest(1280)).decode()
-    lines = [body[start : start + 64] for start in range(0, len(body), 64)]
-    return "-----BEGIN PRIVATE KEY-----\n" + "\n".join(lines) + "\n-----END PRIVATE KEY-----\n"
-
-
-PEM = _pem()
+PEM = pem_key(b"redaction echo")
 PEM_BODY_LINES = PEM.splitlines()[1:-1]
 
 

@@ -16,6 +16,7 @@ from urllib.parse import quote, quote_plus
 
 import pytest
 
+from tests.conftest import pem_key
 from workflows.redaction import MIN_FRAGMENT, MIN_PART, Redactor, encoded_forms
 
 LABEL = "Key"
@@ -30,13 +31,7 @@ WEBHOOK = (
 )
 
 
-def _pem() -> str:
-    body = base64.b64encode(hashlib.shake_256(b"redaction forms").digest(1280)).decode()
-    lines = [body[start : start + 64] for start in range(0, len(body), 64)]
-    return "-----BEGIN PRIVATE KEY-----\n" + "\n".join(lines) + "\n-----END PRIVATE KEY-----\n"
-
-
-PEM = _pem()
+PEM = pem_key(b"redaction forms")
 PEM_BODY_LINES = PEM.splitlines()[1:-1]
 
 

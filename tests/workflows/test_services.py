@@ -84,16 +84,22 @@ def test_referencing_a_key_the_editor_may_not_use_is_refused(personas: Personas,
     assert not Action.objects.exists()
 
 
-def test_member_without_use_cannot_edit_any_field_of_a_workflow_holding_the_key(
-    personas: Personas, workflow
-):
-    action = services.create_action(
+@pytest.fixture
+def stripe_action(personas: Personas, workflow) -> Action:
+    """An action of the workflow that holds the Restricted key (bob-use may Use it)."""
+    return services.create_action(
         personas.member_use,
         workflow,
         name="Uses Stripe",
         action_type="run_code",
         config=code_action(token=_ref(personas.restricted_key)),
     )
+
+
+def test_member_without_use_cannot_edit_any_field_of_a_workflow_holding_the_key(
+    personas: Personas, stripe_action: Action
+):
+    action = stripe_action
     with pytest.raises(PermissionDenied) as refused:
         services.update_action(personas.member_nothing, action, name="Renamed")
     assert "uses secret keys you may not use" in str(refused.value)
@@ -102,14 +108,10 @@ def test_member_without_use_cannot_edit_any_field_of_a_workflow_holding_the_key(
     assert action.name == "Uses Stripe"
 
 
-def test_a_reference_to_a_deleted_key_does_not_stop_an_edit(personas: Personas, workflow):
-    action = services.create_action(
-        personas.member_use,
-        workflow,
-        name="Uses Stripe",
-        action_type="run_code",
-        config=code_action(token=_ref(personas.restricted_key)),
-    )
+def test_a_reference_to_a_deleted_key_does_not_stop_an_edit(
+    personas: Personas, stripe_action: Action
+):
+    action = stripe_action
     secret_services.delete_secret_key(personas.admin, personas.restricted_key)
     renamed = services.update_action(personas.member_nothing, action, name="Renamed")
     assert renamed.name == "Renamed"
