@@ -220,3 +220,64 @@ def test_two_managers_with_the_same_etag_one_wins_the_other_gets_412(
     assert retry.status_code == 200, retry.content
     assert as_set(clients["admin"].get(url).json()["grants"]) == as_set(requests[loser])
     assert SecretKey.objects.get(pk=secret_key.pk).version == 1
+
+
+# --- A workflow change racing a save that adds a key ----------------------------------------
+
+
+def test_a_change_that_waits_on_a_save_adding_a_key_is_judged_with_that_key(
+    personas: Personas, echo_server, monkeypatch
+):
+    """bob adds a step holding the Restricted key while dave (no Use) re-points another
+    step. The rule is checked under the workflow's row lock, so dave's change, which waits
+    for bob's save, sees the key and is refused; a check made before taking the lock would
+    have let it through. A pause inside bob's save makes the race certain."""
+    workflow = workflow_services.create_workflow(personas.member_use, name="Race")
+    public = workflow_services.create_action(
+        personas.member_use,
+        workflow,
+        name="Public",
+        action_type="send_api_request",
+        config=http_action(f"{echo_server.url}/echo"),
+    )
+    reference = f"{{{{secret:{personas.restricted_key.pk}}}}}"
+    save_index = workflow_services._save_index
+
+    def slow_save_index(action, references) -> None:
+        save_index(action, references)
+        if references:  # bob's save, holding the lock until it commits
+            time.sleep(0.5)
+
+    monkeypatch.setattr(workflow_services, "_save_index", slow_save_index)
+    api_client_for(personas.member_use)
+    api_client_for(personas.member_nothing)
+    answers: dict[str, int] = {}
+
+    def add_key() -> None:
+        response = api_client_for(personas.member_use).post(
+            "/api/v1/actions/",
+            {
+                "workflow": workflow.pk,
+                "name": "Charge",
+                "type": "send_api_request",
+                "config": http_action(
+                    f"{echo_server.url}/echo", headers=[{"name": "X-Key", "value": reference}]
+                ),
+            },
+            format="json",
+        )
+        answers["bob"] = response.status_code
+
+    def repoint() -> None:
+        time.sleep(0.2)  # bob holds the lock by now
+        response = api_client_for(personas.member_nothing).patch(
+            f"/api/v1/actions/{public.pk}/",
+            {"config": http_action("http://127.0.0.1:9/attacker")},
+            format="json",
+        )
+        answers["dave"] = response.status_code
+
+    assert in_threads(add_key, repoint) == []
+    assert answers == {"bob": 201, "dave": 403}
+    public.refresh_from_db()
+    assert public.config["url"] == f"{echo_server.url}/echo"
