@@ -337,7 +337,7 @@ def workflow_change_refusal(workflow: Any, secret_ids: Iterable[uuid.UUID]) -> s
     if (
         creator is not None
         and creator.is_active
-        and creator.username not in admins
+        and creator.get_username() not in admins
         and may_change_workflow(creator, workflow.organization_id, secret_ids)
     ):
         helpers.insert(0, f"its creator {creator.get_username()}")
