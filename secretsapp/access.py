@@ -56,9 +56,13 @@ def is_superuser(user: AnyUser | None) -> bool:
     return bool(getattr(user, "is_superuser", False) and getattr(user, "is_active", False))
 
 
-def is_member(user: AnyUser | None) -> bool:
-    """Signed in, active and a member of an organization (any role)."""
-    return get_membership(user) is not None
+def is_member(user: AnyUser | None, organization_id: int | None = None) -> bool:
+    """Signed in, active and a member of an organization (of ``organization_id``, when
+    given), any role."""
+    membership = get_membership(user)
+    return membership is not None and (
+        organization_id is None or membership.organization_id == organization_id
+    )
 
 
 def is_admin(user: AnyUser | None, organization_id: int | None = None) -> bool:
@@ -262,7 +266,7 @@ def keys_in_view(
     if not secret_ids:
         return KeysInView({}, frozenset())
     keys = SecretKey.objects.filter(organization_id=organization_id, pk__in=secret_ids)
-    if not is_member(user) or get_membership(user).organization_id != organization_id:
+    if not is_member(user, organization_id):
         return KeysInView({}, frozenset(keys.values_list("pk", flat=True)))
     usable = SecretKey.objects.for_user(user).filter(pk=OuterRef("pk"))
     names: dict[uuid.UUID, str] = {}
@@ -281,7 +285,7 @@ def may_change_workflow(
 ) -> bool:
     """Editors (admins, members) of the organization change a workflow only while they
     may Use every key it references: before the change and after it (pass the union)."""
-    if not may_edit(user) or get_membership(user).organization_id != organization_id:
+    if not (may_edit(user) and is_member(user, organization_id)):
         return False
     return not keys_in_view(user, organization_id, secret_ids).forbidden
 

@@ -11,7 +11,6 @@ object is a 404, a visible one without the right a 403. The decisions are
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from django.core.exceptions import PermissionDenied
@@ -93,18 +92,25 @@ def workflow_secret_ids(workflow: Workflow) -> set[uuid.UUID]:
     )
 
 
-def require_change(
-    user: AnyUser, workflow: Workflow, adding: Iterable[uuid.UUID] = ()
-) -> set[uuid.UUID]:
-    """403 unless ``user`` may change the workflow: Use on every key it references now,
-    and on those the change adds. Returns the keys it references now. Call it with the
-    workflow row locked, so that a concurrent save cannot slip a key in meanwhile."""
-    referenced = workflow_secret_ids(workflow)
-    secret_access.require_workflow_change(user, workflow, referenced | set(adding))
-    return referenced
+def require_change(user: AnyUser, workflow: Workflow) -> None:
+    """403 unless ``user`` may change the workflow: Use on every key it references. Call
+    it with the workflow row locked, so that a concurrent save cannot slip a key in
+    meanwhile; the keys a change adds are checked by the save itself (400 per field)."""
+    secret_access.require_workflow_change(user, workflow, workflow_secret_ids(workflow))
 
 
 def may_change(user: AnyUser, workflow: Workflow) -> bool:
     return secret_access.may_change_workflow(
         user, workflow.organization_id, workflow_secret_ids(workflow)
     )
+
+
+def change_refusal(user: AnyUser, workflow: Workflow) -> str | None:
+    """Why an editor may not change the workflow, naming whom to ask; None when they may
+    (and for viewers, whom the pages tell they are viewers)."""
+    referenced = workflow_secret_ids(workflow)
+    if not secret_access.may_edit(user) or secret_access.may_change_workflow(
+        user, workflow.organization_id, referenced
+    ):
+        return None
+    return secret_access.workflow_change_refusal(workflow, referenced)

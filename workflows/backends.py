@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 from django.contrib.auth.backends import BaseBackend
 
-from secretsapp.models import get_membership
+from secretsapp import access as secret_access
 from workflows import access
 from workflows.models import Action, Run, Workflow
 
@@ -50,8 +50,7 @@ class WorkflowAccessBackend(BaseBackend):
 
     def has_perm(self, user_obj: AnyUser, perm: str, obj: Model | None = None) -> bool:
         if perm in VIEW and isinstance(obj, VIEW[perm]):
-            membership = get_membership(user_obj)
-            return membership is not None and membership.organization_id == obj.organization_id
+            return secret_access.is_member(user_obj, obj.organization_id)
         if perm in CHANGE and isinstance(obj, CHANGE[perm]):
             workflow = obj.workflow if isinstance(obj, Action) else obj
             return access.may_change(user_obj, workflow)

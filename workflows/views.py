@@ -121,13 +121,8 @@ def _builder(
     settings_form: dict | None = None,
 ):
     # Editors change a workflow only while they may Use every key it references.
-    can_edit, refusal = secret_access.may_edit(request.user), None
-    if can_edit:
-        referenced = access.workflow_secret_ids(workflow)
-        if not secret_access.may_change_workflow(
-            request.user, workflow.organization_id, referenced
-        ):
-            can_edit, refusal = False, secret_access.workflow_change_refusal(workflow, referenced)
+    refusal = access.change_refusal(request.user, workflow)
+    can_edit = secret_access.may_edit(request.user) and refusal is None
     actions = list(workflow.actions.order_by("position"))
     cards = []
     for action in actions:
