@@ -9,7 +9,9 @@ A run is stored redacted, each value replaced by ``[redacted:<key id>]``. Reader
   is as much the key's as its value (a balance, a customer list, a step that reversed
   the value).
 - A placeholder shows the key's name only to readers who may Use the key,
-  ``[redacted]`` to others: a Restricted key's name is not theirs to see.
+  ``[redacted]`` to others: a Restricted key's name is not theirs to see. Names come from
+  the keys the run used (``Run.secret_key_ids``), never from the stored text, so a
+  placeholder that code printed for a key the run did not hold reads ``[redacted]``.
 
 ``show_runs`` sets what one reader may see on the runs (``outputs_hidden``, ``shown_inputs``)
 and their steps (``shown_output``, ``shown_error``); the API and the pages render those.
@@ -19,7 +21,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from secretsapp import access as secret_access
@@ -47,19 +49,19 @@ def show_runs(
     if not runs:
         return
     if key_names is None:
-        secret_ids: set[uuid.UUID] = set()
-        for run in runs:
-            secret_ids.update(uuid.UUID(secret_id) for secret_id in run.secret_key_ids)
-            for text in _texts_of(run):
-                secret_ids.update(_placeholder_ids(text))
+        secret_ids = {uuid.UUID(secret_id) for run in runs for secret_id in run.secret_key_ids}
         organization_ids = {run.organization_id for run in runs}
         (organization_id,) = organization_ids  # lists are scoped to one organization
         in_view = secret_access.keys_in_view(reader, organization_id, secret_ids)
     else:
         in_view = secret_access.KeysInView(key_names, frozenset())
-    labels = {str(secret_id): name for secret_id, name in in_view.names.items()}
+    names = {str(secret_id): name for secret_id, name in in_view.names.items()}
     for run in runs:
         run.outputs_hidden = not in_view.may_read_run_outputs(run.secret_key_ids)
+        # Only the keys this run used are named in it.
+        labels = {
+            secret_id: names[secret_id] for secret_id in run.secret_key_ids if secret_id in names
+        }
         run.shown_inputs = {} if run.outputs_hidden else _render(run.inputs, labels)
         for step in run.steps.all():
             if run.outputs_hidden:
@@ -67,32 +69,6 @@ def show_runs(
             else:
                 step.shown_output = _render(step.output, labels)
                 step.shown_error = _render_text(step.error, labels)
-
-
-def _texts_of(run: Run) -> Iterator[str]:
-    yield from _strings(run.inputs)
-    for step in run.steps.all():
-        yield step.error
-        yield from _strings(step.output)
-
-
-def _strings(value: Any) -> Iterator[str]:
-    stack = [value]
-    while stack:  # without recursion: outputs nest up to 100 levels
-        item = stack.pop()
-        if isinstance(item, str):
-            yield item
-        elif isinstance(item, dict):
-            stack.extend(item.keys())
-            stack.extend(item.values())
-        elif isinstance(item, list):
-            stack.extend(item)
-
-
-def _placeholder_ids(text: str) -> set[uuid.UUID]:
-    if "[redacted:" not in text:
-        return set()
-    return {uuid.UUID(match) for match in PLACEHOLDER.findall(text)}
 
 
 def _render_text(text: str, labels: Mapping[str, str]) -> str:
