@@ -2,9 +2,9 @@
 
 Runs recorded before kept ``[redacted:<key name>]``, which showed Restricted key names to
 every member who could read the run. Each run's keys are found in its ``used`` audit
-events (id and name at the time); its placeholders are rewritten to ``[redacted:<id>]``
-(then shown with the name only to readers who may Use the key). A placeholder whose name
-matches no key of the run or of the organization is left as ``[redacted]``.
+events (id and name at the time); its placeholders are rewritten to ``[redacted:<id>]`` (shown
+with the key's name to readers who may Use it). A placeholder whose name matches no key of
+the run or of the organization is left as ``[redacted]``.
 """
 
 from __future__ import annotations
