@@ -233,6 +233,64 @@ else:
         }
     }
 
+# --- Runs on Celery workers --------------------------------------------------------------
+# Runs execute on `celery -A config worker` processes, never in a web request. The database
+# is the truth about each run: a worker claims a queued run with one conditional UPDATE, so
+# no run is executed twice, and a queue message only says "look at run X". Without
+# CELERY_BROKER_URL: REDIS_URL when set; with DEBUG (`make run`), a folder under var/ (no
+# service); otherwise the app refuses to start.
+CELERY_BROKER_URL = env_str("CELERY_BROKER_URL") or REDIS_URL
+if not CELERY_BROKER_URL and DEBUG:
+    CELERY_BROKER_URL = "filesystem://"
+    _queue_folder = VAR_DIR / "queue"
+    _queue_folder.mkdir(parents=True, exist_ok=True)
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "data_folder_in": str(_queue_folder),
+        "data_folder_out": str(_queue_folder),
+        "polling_interval": 0.1,
+    }
+if not CELERY_BROKER_URL:
+    raise ImproperlyConfigured(
+        "CELERY_BROKER_URL is not set. With DEBUG off, runs need a broker shared by the app "
+        "servers and the workers: redis://… or amqp://… (see .env.example)."
+    )
+# The queue the web sends runs to and `celery worker -Q` reads (one per deployment).
+RUNS_QUEUE = env_str("RUNS_QUEUE", "runs")
+CELERY_TASK_DEFAULT_QUEUE = RUNS_QUEUE
+# No result backend: a run's state lives in its row (GET /api/v1/runs/{id}/ polls it).
+CELERY_TASK_IGNORE_RESULT = True
+# A worker takes one message at a time per process (a run may take minutes), and a message
+# is acknowledged on receipt: a worker killed before it claims the run loses only the
+# message, and the sweeper sends it again (RUNS_REDISPATCH_SECONDS).
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_ACKS_LATE = False
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# Seconds the web waits for the broker before answering 503 (a run is never left
+# unsent and unreported: it stays queued and the sweeper sends it).
+CELERY_BROKER_CONNECTION_TIMEOUT = env_float("CELERY_BROKER_CONNECTION_TIMEOUT", 2.0)
+CELERY_TASK_PUBLISH_RETRY = True
+CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 2, "interval_start": 0.1}
+
+# At most this many runs of one organization run at once; the others wait queued, so one
+# organization cannot take every worker.
+RUNS_PER_ORGANIZATION = env_int("RUNS_PER_ORGANIZATION", 8)
+# A worker marks its running run alive this often; a running run not marked for
+# RUNS_HEARTBEAT_TIMEOUT seconds lost its worker (killed, machine gone) and is marked
+# failed, "interrupted" — never run again. The sweeper in every worker looks every
+# RUNS_SWEEP_SECONDS (and reading a run checks it too).
+RUNS_HEARTBEAT_SECONDS = env_float("RUNS_HEARTBEAT_SECONDS", 2.0)
+RUNS_HEARTBEAT_TIMEOUT = env_float("RUNS_HEARTBEAT_TIMEOUT", 20.0)
+RUNS_SWEEP_SECONDS = env_float("RUNS_SWEEP_SECONDS", 5.0)
+# A queued run whose message was sent this long ago without a worker claiming it (the
+# broker restarted, a worker died holding the message) is sent again.
+RUNS_REDISPATCH_SECONDS = env_float("RUNS_REDISPATCH_SECONDS", 30.0)
+# `"wait": N` holds a web thread up to N seconds (at most RUNS_MAX_WAIT). At most
+# RUNS_MAX_WAITERS requests per web process wait at once; the others get their 202 at
+# once. Keep it below gunicorn's threads per process, and slow runs can never take all
+# of a web server's threads.
+RUNS_MAX_WAIT = 60
+RUNS_MAX_WAITERS = env_int("RUNS_MAX_WAITERS", 4)
+
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "secretsapp.api.authentication.TokenAuthentication",

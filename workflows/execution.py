@@ -1,41 +1,48 @@
-"""Executing actions and workflows (DESIGN.md, "Executing an action").
+"""Executing a run on a worker (DESIGN.md, "Executing an action").
 
-1. The caller must hold Use on every referenced key *now*; a deleted or forbidden key
-   fails its step with a clear error that names the reference, never a value.
+``workflows.runs`` queues runs and claims them; ``execute`` does the work:
+
+1. The run uses the rights of ``Run.triggered_by`` (the person who ran it, or who set up
+   its webhook) *now*: still a member, and Use on every referenced key; a deleted or
+   forbidden key fails its step with a clear error that names the reference, never a value.
 2. Only the keys this run needs are decrypted, in one query.
-3. Steps run in order; each output feeds later steps; a failed step ends the run.
-4. Everything kept or returned — outputs, errors, logs, the inputs and the configs as run —
-   goes through one ``Redactor`` built from the values the run decrypted. It leaves
+3. Steps run in order; each output feeds later steps; a failed step ends the run. Before
+   each step the run must still be running (not cancelled): then its keys are recorded as
+   used (one ``used`` audit event each, before a value leaves) and the step runs.
+4. Everything kept — outputs, errors, logs, the inputs and the configs as run — goes
+   through one ``Redactor`` built from the values the run decrypted. It leaves
    ``[redacted:<key id>]``: a reader sees the key's name only if they may Use it
-   (``workflows.reading``).
-5. The run, its steps, one ``used`` audit event per key and the keys' last-used time are
-   written in one transaction.
+   (``workflows.reading``). Each step is stored as it ends (the run page shows progress).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import time
 import uuid
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.http import Http404
 from django.utils import timezone
 
 from secretsapp import audit
 from secretsapp.fields import SecretDecryptionError
 from secretsapp.models import SecretKey
-from workflows import access, egress, http, sandbox
+from workflows import access, cancellation, egress, http, runs, sandbox
 from workflows.configs import UNSTORABLE_CHARACTERS, stored_references
 from workflows.egress import EgressRefused
-from workflows.models import Action, ActionType, Run, RunStatus, RunStep, Workflow
+from workflows.models import Action, ActionType, Run, RunStatus, RunStep, StepStatus, Workflow
 from workflows.redaction import Redactor, redacting_logs
 from workflows.references import Context, Encoding, InvalidReference, Kind, resolve, resolve_value
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import AbstractBaseUser
+
+logger = logging.getLogger(__name__)
 
 MAX_INPUTS_SIZE = 65_536
 # A response body or a code result nested deeper than this fails its step: redaction,
@@ -55,16 +62,7 @@ class _Secrets:
     problems: dict[uuid.UUID, str] = field(default_factory=dict)
 
 
-def execute_action(actor: AbstractBaseUser, action: Action, inputs: Any) -> Run:
-    """Run one action on its own (its step references cannot be resolved: none ran)."""
-    return _run(actor, action.workflow, [action], inputs, single_action=action)
-
-
-def run_workflow(actor: AbstractBaseUser, workflow: Workflow, inputs: Any) -> Run:
-    return _run(actor, workflow, list(workflow.actions.all()), inputs, single_action=None)
-
-
-def _clean_inputs(workflow: Workflow, inputs: Any) -> dict[str, Any]:
+def clean_inputs(workflow: Workflow, inputs: Any) -> dict[str, Any]:
     if inputs is None:
         return {}
     if not isinstance(inputs, dict):
@@ -166,15 +164,59 @@ def _load_secrets(
     return secrets
 
 
-def _run(
-    actor: AbstractBaseUser,
-    workflow: Workflow,
-    actions: list[Action],
-    inputs: Any,
-    single_action: Action | None,
-) -> Run:
-    access.require_membership(actor, workflow.organization_id)
-    inputs = _clean_inputs(workflow, inputs)
+CANCELLED_STEP = "Cancelled while this step ran: it was stopped."
+INTERNAL_ERROR = "The run failed on an internal error; it is logged for the administrators."
+
+
+def execute(run_id: Any, *, supervised: bool = True) -> None:
+    """Claim the queued run ``run_id`` and execute it; nothing if another worker has it,
+    it was cancelled, or its organization has no room (it waits).
+
+    ``supervised``: a heartbeat thread marks the run alive and stops it when cancelled
+    (on a worker; not in Celery's eager mode, where it runs inside the caller)."""
+    run = runs.claim(run_id)
+    if run is None:
+        return
+    control = cancellation.Control()
+    try:
+        with ExitStack() as stack:
+            if supervised:
+                stack.enter_context(runs.Heartbeat(run, control))
+            stack.enter_context(cancellation.controlling(control))
+            _execute(run, control)
+    except Exception:
+        logger.exception("Run %s failed on an internal error.", run.pk)
+        runs.finish(run, RunStatus.FAILED, INTERNAL_ERROR)
+        raise
+    finally:
+        runs.dispatch_next(run.organization_id)
+
+
+def _why_it_cannot_start(run: Run) -> str | None:
+    actor = run.triggered_by
+    if actor is None or not actor.is_active:
+        return "The person whose rights this run uses was removed or deactivated."
+    try:
+        access.require_membership(actor, run.organization_id)
+    except Http404:
+        return (
+            f"{actor.get_username()} is no longer a member of this organization: the run "
+            "cannot use their rights."
+        )
+    if run.workflow is None:
+        return "The workflow was deleted before the run started."
+    if run.single_action and run.action is None:
+        return "The action was deleted before the run started."
+    return None
+
+
+def _execute(run: Run, control: cancellation.Control) -> None:
+    problem = _why_it_cannot_start(run)
+    if problem:
+        runs.finish(run, RunStatus.FAILED, problem)
+        return
+    actor, workflow = run.triggered_by, run.workflow
+    actions = [run.action] if run.single_action else list(workflow.actions.order_by("position"))
     parsed = [(action, stored_references(action.type, action.config)) for action in actions]
     secret_ids = {
         reference.secret_id
@@ -182,11 +224,15 @@ def _run(
         for _, reference in references
         if reference.kind is Kind.SECRET
     }
-    secrets = _load_secrets(actor, workflow.organization_id, secret_ids)
+    secrets = _load_secrets(actor, run.organization_id, secret_ids)
     # Placeholders name keys by id; readers see a name only if they may Use the key.
     redactor = Redactor.for_run(
         (str(secret_id), value) for secret_id, (_, value) in secrets.values.items()
     )
+    inputs = run.inputs
+    if secrets.values:
+        # Inputs were stored as given; one typed with a key's value is redacted now.
+        Run.objects.filter(pk=run.pk).update(inputs=redactor.redact(inputs))
     used: set[uuid.UUID] = set()  # the keys the steps that ran resolved
     context = Context(
         secrets={secret_id: value for secret_id, (_, value) in secrets.values.items()},
@@ -194,107 +240,92 @@ def _run(
         steps=[],
     )
 
-    started_at = timezone.now()
-    run_started = time.monotonic()
-    steps: list[RunStep] = []
-    for action, references in parsed:
-        step_started = time.monotonic()
-        output: Any = None
-        error = ""
-        try:
-            for field_name, reference in references:
-                if reference.kind is Kind.SECRET and reference.secret_id in secrets.problems:
-                    raise StepFailed(f"{field_name}: {secrets.problems[reference.secret_id]}")
-            # The keys this step resolves count as used by the run (one audit event each).
-            used.update(
-                reference.secret_id
-                for _, reference in references
-                if reference.kind is Kind.SECRET and reference.secret_id in context.secrets
-            )
-            # Libraries log while the step runs (httpx: the URL, which may hold a value).
-            with redacting_logs(redactor):
-                result = _run_step(action, context)
-            if _nested_deeper_than(result, MAX_OUTPUT_DEPTH):
-                raise StepFailed(
-                    f"The output is nested deeper than {MAX_OUTPUT_DEPTH} levels, "
-                    "which runs cannot keep."
-                )
-            output = result
-            status = RunStatus.SUCCEEDED
-        except sandbox.SandboxError as failure:
-            # Redacted before the message is cut to size, and the logs (cut at the output
-            # limit) also where they end: a cut inside a value leaves its first characters.
-            status = RunStatus.FAILED
-            error = sandbox.shortened(redactor.redact_text(_storable(failure.message)))
-            output = {"result": None, "logs": redactor.redact_cut_text(_storable(failure.logs))}
-        except (StepFailed, InvalidReference, EgressRefused, http.HttpActionError) as failure:
-            status, error = RunStatus.FAILED, str(failure)
-        context.steps.append(output)
-        steps.append(
-            RunStep(
-                position=len(steps) + 1 if single_action is None else action.position,
-                action=action,
-                name=action.name,
-                type=action.type,
-                status=status,
-                config=redactor.redact(action.config),
-                output=redactor.redact(_storable(output)),
-                error=redactor.redact_text(_storable(error)),
-                duration_ms=_milliseconds_since(step_started),
-            )
+    failed = False
+    for number, (action, references) in enumerate(parsed, start=1):
+        newly_used = {
+            reference.secret_id
+            for _, reference in references
+            if reference.kind is Kind.SECRET and reference.secret_id in context.secrets
+        } - used
+        used |= newly_used
+        # No step starts once the run is cancelled; its keys count as used before any
+        # value leaves (one audit event each), and readers without Use lose its outputs.
+        if control.cancelled or not runs.still_running(
+            run, secret_key_ids=sorted(str(secret_id) for secret_id in used)
+        ):
+            return
+        audit.record_key_uses(
+            actor,
+            run.organization_id,
+            {secret_id: secrets.values[secret_id][0] for secret_id in newly_used},
+            run.pk,
+            timezone.now(),
         )
-        if status == RunStatus.FAILED:
+        step = _run_step(action, references, context, secrets, redactor, control)
+        step.run = run
+        step.position = action.position if run.single_action else number
+        step.save(force_insert=True)
+        if step.status == StepStatus.FAILED:
+            failed = True
             break
+    if not control.cancelled:
+        runs.finish(run, RunStatus.FAILED if failed else RunStatus.SUCCEEDED)
 
-    failed = any(step.status == RunStatus.FAILED for step in steps)
-    return _record(
-        actor,
-        Run(
-            organization_id=workflow.organization_id,
-            workflow=workflow,
-            action=single_action,
-            status=RunStatus.FAILED if failed else RunStatus.SUCCEEDED,
-            triggered_by=actor,
-            inputs=redactor.redact(inputs),
-            secret_key_ids=sorted(str(secret_id) for secret_id in used),
-            started_at=started_at,
-            finished_at=timezone.now(),
-            duration_ms=_milliseconds_since(run_started),
-        ),
-        steps,
-        {secret_id: secrets.values[secret_id][0] for secret_id in used},
-        {secret_id: name for secret_id, (name, _) in secrets.values.items()},
+
+def _run_step(
+    action: Action,
+    references: list,
+    context: Context,
+    secrets: _Secrets,
+    redactor: Redactor,
+    control: cancellation.Control,
+) -> RunStep:
+    """Run one step; its outcome, redacted, as a RunStep to store."""
+    step_started = time.monotonic()
+    output: Any = None
+    error = ""
+    try:
+        for field_name, reference in references:
+            if reference.kind is Kind.SECRET and reference.secret_id in secrets.problems:
+                raise StepFailed(f"{field_name}: {secrets.problems[reference.secret_id]}")
+        # Libraries log while the step runs (httpx: the URL, which may hold a value).
+        with redacting_logs(redactor):
+            result = _perform(action, context)
+        if _nested_deeper_than(result, MAX_OUTPUT_DEPTH):
+            raise StepFailed(
+                f"The output is nested deeper than {MAX_OUTPUT_DEPTH} levels, "
+                "which runs cannot keep."
+            )
+        output = result
+        status = StepStatus.SUCCEEDED
+    except sandbox.SandboxError as failure:
+        # Redacted before the message is cut to size, and the logs (cut at the output
+        # limit) also where they end: a cut inside a value leaves its first characters.
+        status = StepStatus.FAILED
+        error = sandbox.shortened(redactor.redact_text(_storable(failure.message)))
+        output = {"result": None, "logs": redactor.redact_cut_text(_storable(failure.logs))}
+    except (StepFailed, InvalidReference, EgressRefused, http.HttpActionError) as failure:
+        status, error = StepStatus.FAILED, str(failure)
+    if control.cancelled:
+        # Whatever the killed sandbox or the aborted request left is not the step's result.
+        status, error = StepStatus.FAILED, CANCELLED_STEP
+    context.steps.append(output)
+    return RunStep(
+        action=action,
+        name=action.name,
+        type=action.type,
+        status=status,
+        config=redactor.redact(action.config),
+        output=redactor.redact(_storable(output)),
+        error=redactor.redact_text(_storable(error)),
+        duration_ms=int((time.monotonic() - step_started) * 1000),
     )
-
-
-def _milliseconds_since(start: float) -> int:
-    return int((time.monotonic() - start) * 1000)
-
-
-def _record(
-    actor: AbstractBaseUser,
-    run: Run,
-    steps: list[RunStep],
-    used: dict[uuid.UUID, str],
-    key_names: dict[uuid.UUID, str],
-) -> Run:
-    """Store the run; ``key_names`` (the keys the actor could Use for it) name its
-    placeholders in the answer to the actor, without another query."""
-    with transaction.atomic():
-        run.save(force_insert=True)
-        for step in steps:
-            step.run = run
-        RunStep.objects.bulk_create(steps)
-        audit.record_key_uses(actor, run.organization_id, used, run.pk, run.finished_at)
-    run.recorded_steps = steps
-    run.key_names = key_names
-    return run
 
 
 # --- Steps -------------------------------------------------------------------------------
 
 
-def _run_step(action: Action, context: Context) -> Any:
+def _perform(action: Action, context: Context) -> Any:
     config = action.config
     if action.type == ActionType.SEND_API_REQUEST:
         return _send_api_request(config, context)

@@ -13,6 +13,7 @@ import contextlib
 import functools
 import json
 import re
+import socket
 import ssl
 import threading
 import zlib
@@ -22,9 +23,11 @@ from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+import httpcore
 import httpx
 from django.conf import settings
 
+from workflows import cancellation
 from workflows.egress import DEFAULT_PORTS, ResolvedTarget, Resolver, resolve_and_check
 
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
@@ -181,15 +184,7 @@ class _Pools:
             if transport is not None:
                 self._transports.move_to_end(key)
                 return transport
-            transport = httpx.HTTPTransport(
-                verify=_ssl_context(),
-                trust_env=False,
-                limits=httpx.Limits(
-                    max_connections=None,
-                    max_keepalive_connections=settings.HTTP_ACTION_KEEPALIVE_CONNECTIONS,
-                    keepalive_expiry=settings.HTTP_ACTION_KEEPALIVE_SECONDS,
-                ),
-            )
+            transport = _AbortableTransport(_ssl_context())
             self._transports[key] = transport
             if len(self._transports) > self._size:
                 _, evicted = self._transports.popitem(last=False)
@@ -197,6 +192,58 @@ class _Pools:
                 # used) fails with a clear error; closing keeps sockets from leaking.
                 evicted.close()
             return transport
+
+
+class _AbortableTransport(httpx.HTTPTransport):
+    """httpx's transport over a network backend whose reads and writes a cancelled run
+    aborts from another thread (``workflows.cancellation``): the socket is shut down, so
+    the call returns at once instead of at its timeout."""
+
+    def __init__(self, ssl_context: ssl.SSLContext) -> None:
+        super().__init__(verify=ssl_context, trust_env=False)
+        # httpx builds its pool without a way to name the network backend; this is the
+        # pool it would build for these settings, with ours.
+        self._pool = httpcore.ConnectionPool(
+            ssl_context=ssl_context,
+            max_connections=None,
+            max_keepalive_connections=settings.HTTP_ACTION_KEEPALIVE_CONNECTIONS,
+            keepalive_expiry=settings.HTTP_ACTION_KEEPALIVE_SECONDS,
+            network_backend=_AbortableBackend(),
+        )
+
+
+class _AbortableBackend(httpcore.SyncBackend):
+    def connect_tcp(self, *args: Any, **kwargs: Any) -> httpcore.NetworkStream:
+        return _AbortableStream(super().connect_tcp(*args, **kwargs))
+
+
+class _AbortableStream(httpcore.NetworkStream):
+    def __init__(self, stream: httpcore.NetworkStream) -> None:
+        self._stream = stream
+
+    def _abort(self) -> None:
+        sock = self._stream.get_extra_info("socket")
+        if sock is not None:
+            # The plain socket's shutdown, also under TLS: it wakes a thread blocked in recv.
+            socket.socket.shutdown(sock, socket.SHUT_RDWR)
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        with cancellation.abortable(self._abort):
+            return self._stream.read(max_bytes, timeout)
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        with cancellation.abortable(self._abort):
+            self._stream.write(buffer, timeout)
+
+    def close(self) -> None:
+        self._stream.close()
+
+    def start_tls(self, *args: Any, **kwargs: Any) -> httpcore.NetworkStream:
+        with cancellation.abortable(self._abort):
+            return _AbortableStream(self._stream.start_tls(*args, **kwargs))
+
+    def get_extra_info(self, info: str) -> Any:
+        return self._stream.get_extra_info(info)
 
 
 _POOLS = _Pools(size=256)

@@ -19,8 +19,25 @@ class ActionType(models.TextChoices):
 
 
 class RunStatus(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    RUNNING = "running", "Running"
     SUCCEEDED = "succeeded", "Succeeded"
     FAILED = "failed", "Failed"
+    CANCELLED = "cancelled", "Cancelled"
+
+
+# A run in one of these states is over: nothing changes it any more.
+FINISHED_STATUSES = frozenset({RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED})
+
+
+class StepStatus(models.TextChoices):
+    SUCCEEDED = "succeeded", "Succeeded"
+    FAILED = "failed", "Failed"
+
+
+class RunTrigger(models.TextChoices):
+    PERSON = "person", "A person (page or API)"
+    WEBHOOK = "webhook", "A webhook"
 
 
 class Workflow(models.Model):
@@ -94,8 +111,35 @@ class SecretReference(models.Model):
         ]
 
 
+class Webhook(models.Model):
+    """A URL that starts runs of its workflow: ``POST /hooks/<token>/``.
+
+    Only a hash of the token is kept (the token is shown once). Its runs act with the
+    rights of ``created_by``, the person who set it up, checked again when each run starts.
+    """
+
+    workflow = models.OneToOneField(Workflow, on_delete=models.CASCADE, related_name="webhook")
+    # SHA-256 of the token (hex): the token is 256 random bits, so a fast hash is enough,
+    # and it is how a request finds its webhook (unique index, no scan).
+    token_hash = models.CharField(max_length=64, unique=True)
+    # The first characters of the token, to tell tokens apart in lists (not secret).
+    token_prefix = models.CharField(max_length=12)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"Webhook of {self.workflow}"
+
+
 class Run(models.Model):
-    """One execution of an action or a whole workflow. Everything stored is redacted."""
+    """One execution of an action or a whole workflow. Everything stored is redacted.
+
+    ``queued`` (created by the web, executed by a Celery worker) → ``running`` (claimed
+    by exactly one worker: at most once) → ``succeeded`` | ``failed`` | ``cancelled``.
+    """
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="runs")
@@ -106,25 +150,51 @@ class Run(models.Model):
     action = models.ForeignKey(
         Action, on_delete=models.SET_NULL, null=True, blank=True, related_name="runs"
     )
-    status = models.CharField(max_length=10, choices=RunStatus.choices)
+    # The run is of one action (which may since have been deleted: action is then None).
+    single_action = models.BooleanField(default=False)
+    status = models.CharField(max_length=10, choices=RunStatus.choices, default=RunStatus.QUEUED)
+    # Whose rights the run uses: the person who ran it, or who set up its webhook.
     triggered_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    trigger = models.CharField(max_length=10, choices=RunTrigger.choices, default=RunTrigger.PERSON)
+    webhook = models.ForeignKey(
+        Webhook, on_delete=models.SET_NULL, null=True, blank=True, related_name="runs"
     )
     inputs = models.JSONField(default=dict, blank=True)
     # The keys whose values the run resolved (as strings): its inputs, outputs and errors
     # are read only by those who may Use every one of them. Stored texts name a key as
     # ``[redacted:<id>]``; readers see its name only if they may Use it.
     secret_key_ids = models.JSONField(default=list, blank=True)
-    started_at = models.DateTimeField()
-    finished_at = models.DateTimeField()
-    duration_ms = models.PositiveIntegerField()
+    # Why the run as a whole failed or was cancelled (a step's failure is on the step).
+    error = models.TextField(blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    # When a message for it was last sent to the queue (the sweeper sends again after
+    # RUNS_REDISPATCH_SECONDS: a broker restart loses no run).
+    dispatched_at = models.DateTimeField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    # The worker running it writes this every RUNS_HEARTBEAT_SECONDS; a running run whose
+    # heartbeat is older than RUNS_HEARTBEAT_TIMEOUT was interrupted (its worker died).
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    duration_ms = models.PositiveIntegerField(null=True, blank=True)
+    cancelled_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
 
     class Meta:
-        ordering = ["-started_at"]
+        ordering = ["-created_at"]
         indexes = [
-            models.Index(fields=["organization", "-started_at"], name="run_org_started"),
-            models.Index(fields=["workflow", "-started_at"], name="run_workflow_started"),
+            models.Index(fields=["organization", "-created_at"], name="run_org_created"),
+            models.Index(fields=["workflow", "-created_at"], name="run_workflow_created"),
+            # Claims count an organization's running runs; the sweeper finds queued and
+            # running ones. Both read few rows: finished runs are the bulk.
+            models.Index(fields=["status", "organization"], name="run_status_org"),
         ]
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in FINISHED_STATUSES
 
 
 class RunStep(models.Model):
@@ -135,7 +205,7 @@ class RunStep(models.Model):
     )
     name = models.CharField(max_length=NAME_MAX_LENGTH)
     type = models.CharField(max_length=20, choices=ActionType.choices)
-    status = models.CharField(max_length=10, choices=RunStatus.choices)
+    status = models.CharField(max_length=10, choices=StepStatus.choices)
     # The action's config as it was run: references as written, never their values.
     config = models.JSONField(default=dict)
     output = models.JSONField(null=True, blank=True)

@@ -9,7 +9,7 @@ from playwright.sync_api import Page, expect
 from tests.browser.builder_pages import secret_reference, step, workflow_with_request
 from tests.browser.conftest import Screenshot, SignIn
 from tests.conftest import RESTRICTED_VALUE, Personas
-from workflows import execution
+from workflows import runs
 
 WIDTHS = {"desktop": (1440, 900), "phone": (390, 844)}
 
@@ -30,7 +30,7 @@ def test_a_member_without_use_sees_the_builder_read_only_and_the_run_hidden(
         f"{echo_server.url}/echo",
         authorization=f"Bearer {secret_reference(browser_personas.restricted_key)}",
     )
-    run = execution.run_workflow(owner, workflow, {})
+    run = runs.enqueue(owner, workflow, {})
     sign_in(page, browser_personas.member_nothing)
 
     page.goto(f"/workflows/{workflow.pk}/")

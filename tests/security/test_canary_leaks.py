@@ -60,7 +60,7 @@ from tests.security.crawl import (
     leak_forms,
     page_links,
 )
-from workflows import execution, sandbox
+from workflows import runs, sandbox
 from workflows import services as workflow_services
 from workflows.models import Action, Run, RunStep, Workflow
 from workflows.redaction import Redactor, redacting_logs
@@ -635,8 +635,8 @@ def _run_scenario(
     calls, failures, failing = _make_actions(member_use, keys, echo_server.url)
 
     # --- Runs with the first values: through the service and the API ---
-    run = execution.run_workflow(member_use, calls, {"note": "through the service"})
-    assert run.status == "succeeded", [step.error for step in run.recorded_steps]
+    run = runs.enqueue(member_use, calls, {"note": "through the service"})
+    assert run.status == "succeeded", [step.error for step in list(run.steps.all())]
     response = record(
         "POST /api/v1/workflows/{id}/runs/ (member with Use)",
         apis["member_use"].post(
@@ -667,9 +667,9 @@ def _run_scenario(
             status = response.json()["status"]
         elif name == "long logs":
             with override_settings(SANDBOX_MAX_OUTPUT_BYTES=LOGS_LIMIT):
-                status = execution.execute_action(member_use, action, {}).status
+                status = runs.enqueue(member_use, action.workflow, action=action, inputs={}).status
         else:
-            status = execution.execute_action(member_use, action, {}).status
+            status = runs.enqueue(member_use, action.workflow, action=action, inputs={}).status
         expected = "succeeded" if name in ("target 500", "deleted key", "webhook") else "failed"
         assert status == expected, name
 

@@ -41,7 +41,7 @@ from secretsapp import services as secret_services
 from secretsapp.models import Access, Role, SecretKey
 from tests.conftest import RESTRICTED_VALUE, TEAM_VALUE, _EchoHandler, code_action, http_action
 from tests.factories import PASSWORD, MembershipFactory, OrganizationFactory
-from workflows import execution
+from workflows import runs
 from workflows import services as workflow_services
 
 schema = schemathesis.openapi.from_wsgi("/api/schema/?format=json", application)
@@ -144,7 +144,7 @@ def _build_world(echo_url: str) -> World:
             "body": {"type": "fields", "fields": [{"name": "day", "value": "{{inputs.day}}"}]},
         },
     )
-    run = execution.execute_action(member, call, {"day": "mon"})
+    run = runs.enqueue(member, call.workflow, action=call, inputs={"day": "mon"})
 
     foreign_key = secret_services.create_secret_key(
         outsider, name="Globex key", value=FOREIGN_VALUE
@@ -158,7 +158,7 @@ def _build_world(echo_url: str) -> World:
         action_type="send_api_request",
         config=http_action(f"{echo_url}/echo"),
     )
-    foreign_run = execution.execute_action(outsider, foreign_action, {})
+    foreign_run = runs.enqueue(outsider, foreign_action.workflow, action=foreign_action, inputs={})
 
     return World(
         tokens={

@@ -13,7 +13,7 @@ from secretsapp import services as secret_services
 from secretsapp.models import AuditAction, AuditEvent, SecretKey
 from tests.conftest import RESTRICTED_VALUE, TEAM_VALUE, Personas, code_action, http_action
 from tests.factories import SecretKeyFactory
-from workflows import execution, reading, services
+from workflows import reading, runs, services
 from workflows.models import Run, RunStep
 from workflows.redaction import encoded_forms
 
@@ -74,7 +74,9 @@ def test_the_target_gets_the_value_and_the_run_keeps_only_redactions(
         ),
     )
 
-    run = execution.execute_action(personas.member_use, action, {"customer": "cus_1"})
+    run = runs.enqueue(
+        personas.member_use, action.workflow, action=action, inputs={"customer": "cus_1"}
+    )
 
     received = echo_server.requests[0]
     assert received["headers"]["Authorization"] == f"Bearer {RESTRICTED_VALUE}"
@@ -85,7 +87,7 @@ def test_the_target_gets_the_value_and_the_run_keeps_only_redactions(
     assert json.loads(received["body"]) == {"secret": RESTRICTED_VALUE, "customer": "cus_1"}
 
     assert run.status == "succeeded"
-    output = run.recorded_steps[0].output
+    output = list(run.steps.all())[0].output
     assert output["status_code"] == 200
     stored = f"[redacted:{key.pk}]"  # names are shown per reader, never stored
     assert output["body"]["headers"]["Authorization"] == f"Bearer {stored}"
@@ -113,7 +115,7 @@ def test_fields_body_and_basic_auth_echoed_back_are_redacted(
             },
         ),
     )
-    run = execution.execute_action(personas.member_use, action, {})
+    run = runs.enqueue(personas.member_use, action.workflow, action=action, inputs={})
     body = _shown_steps(run, personas.member_use)[0].shown_output["body"]
     assert json.loads(echo_server.requests[0]["body"]) == {"token": TEAM_VALUE}
     assert "[redacted:Slack webhook]" in body
@@ -124,9 +126,9 @@ def test_4xx_and_5xx_are_succeeded_steps_with_their_status(
     personas: Personas, workflow, echo_server
 ):
     action = _action(personas.member_use, workflow, http_action(f"{echo_server.url}/status/503"))
-    run = execution.execute_action(personas.member_use, action, {})
+    run = runs.enqueue(personas.member_use, action.workflow, action=action, inputs={})
     assert run.status == "succeeded"
-    assert run.recorded_steps[0].output["status_code"] == 503
+    assert list(run.steps.all())[0].output["status_code"] == 503
 
 
 def test_a_whole_url_kept_as_a_key_is_used_as_is(personas: Personas, workflow, echo_server):
@@ -136,8 +138,8 @@ def test_a_whole_url_kept_as_a_key_is_used_as_is(personas: Personas, workflow, e
     action = _action(
         personas.member_use, workflow, http_action(_ref(webhook) + "?x=1", method="POST")
     )
-    run = execution.execute_action(personas.member_use, action, {})
-    assert run.status == "succeeded", run.recorded_steps[0].error
+    run = runs.enqueue(personas.member_use, action.workflow, action=action, inputs={})
+    assert run.status == "succeeded", list(run.steps.all())[0].error
     assert echo_server.requests[0]["path"] == "/hooks/T000/B000"
 
 
@@ -154,10 +156,10 @@ def test_a_key_that_is_not_a_valid_url_fails_its_step_with_query_rows_too(
         workflow,
         http_action(_ref(webhook), query=[{"name": "x", "value": "1"}]),
     )
-    run = execution.execute_action(personas.member_use, action, {})
+    run = runs.enqueue(personas.member_use, action.workflow, action=action, inputs={})
     assert run.status == "failed"
-    assert run.recorded_steps[0].error.startswith("Refused: the URL is not valid")
-    assert "s3cr3tT0ken" not in run.recorded_steps[0].error
+    assert list(run.steps.all())[0].error.startswith("Refused: the URL is not valid")
+    assert "s3cr3tT0ken" not in list(run.steps.all())[0].error
     assert echo_server.requests == []
     assert AuditEvent.objects.filter(action=AuditAction.USED, secret_key_id=webhook.pk).exists()
     _assert_nothing_leaks("https://hooks.test:s3cr3tT0ken/path")
@@ -172,7 +174,7 @@ def test_rename_keeps_actions_working(personas: Personas, workflow, echo_server)
         ),
     )
     secret_services.rename_secret_key(personas.admin, personas.team_key, "Slack alerts")
-    run = execution.execute_action(personas.member_use, action, {})
+    run = runs.enqueue(personas.member_use, action.workflow, action=action, inputs={})
     assert run.status == "succeeded"
     assert echo_server.requests[0]["headers"]["X-Key"] == TEAM_VALUE
     shown = _shown_steps(run, personas.member_use)[0].shown_output
@@ -188,8 +190,8 @@ def test_deleted_key_fails_the_step_clearly(personas: Personas, workflow, echo_s
         ),
     )
     secret_services.delete_secret_key(personas.admin, personas.team_key)
-    run = execution.execute_action(personas.member_use, action, {})
-    step = run.recorded_steps[0]
+    run = runs.enqueue(personas.member_use, action.workflow, action=action, inputs={})
+    step = list(run.steps.all())[0]
     assert (run.status, step.status) == ("failed", "failed")
     assert step.error == f"config.headers[0].value: {_ref(personas.team_key)} was deleted."
     assert echo_server.requests == []
@@ -204,9 +206,9 @@ def test_revoked_use_fails_at_run_time_and_is_audited(personas: Personas, workfl
         ),
     )
     secret_services.change_secret_access(personas.admin, personas.restricted_key, grants=[])
-    run = execution.execute_action(personas.member_use, action, {})
+    run = runs.enqueue(personas.member_use, action.workflow, action=action, inputs={})
     assert run.status == "failed"
-    assert "may not use" in run.recorded_steps[0].error
+    assert "may not use" in list(run.steps.all())[0].error
     assert echo_server.requests == []
     denial = AuditEvent.objects.filter(action=AuditAction.DENIED).get()
     assert denial.actor == personas.member_use
@@ -222,7 +224,7 @@ def test_another_member_runs_with_their_own_rights(personas: Personas, workflow,
         ),
     )
     # The viewer may run the workflow but holds no Use on the restricted key.
-    run = execution.execute_action(personas.viewer, action, {})
+    run = runs.enqueue(personas.viewer, action.workflow, action=action, inputs={})
     assert run.status == "failed"
     assert echo_server.requests == []
 
@@ -230,9 +232,9 @@ def test_another_member_runs_with_their_own_rights(personas: Personas, workflow,
 def test_refused_address_is_a_failed_step(personas: Personas, workflow, settings):
     settings.EGRESS_ALLOWED_HOSTS = []
     action = _action(personas.member_use, workflow, http_action("http://10.0.0.1/internal"))
-    run = execution.execute_action(personas.member_use, action, {})
+    run = runs.enqueue(personas.member_use, action.workflow, action=action, inputs={})
     assert run.status == "failed"
-    assert "10.0.0.1" in run.recorded_steps[0].error
+    assert "10.0.0.1" in list(run.steps.all())[0].error
 
 
 def test_steps_feed_later_steps_and_code_reads_variables(personas: Personas, workflow, echo_server):
@@ -272,7 +274,7 @@ def test_steps_feed_later_steps_and_code_reads_variables(personas: Personas, wor
         name="Javascript",
         action_type="run_code",
     )
-    run = execution.run_workflow(personas.member_use, workflow, {"customer": "cus_9"})
+    run = runs.enqueue(personas.member_use, workflow, {"customer": "cus_9"})
     steps = _shown_steps(run, personas.member_use)
     assert [step.status for step in steps] == ["succeeded"] * 3, [step.error for step in steps]
     assert steps[1].shown_output["result"] == {"path": "/echo/cus_9", "length": len(TEAM_VALUE)}
@@ -292,7 +294,7 @@ def test_code_that_raises_with_the_value_is_redacted(personas: Personas, workflo
         code_action("raise ValueError('bad key ' + variables['key'])", key=_ref(personas.team_key)),
         action_type="run_code",
     )
-    run = execution.execute_action(personas.member_use, action, {})
+    run = runs.enqueue(personas.member_use, action.workflow, action=action, inputs={})
     step = _shown_steps(run, personas.member_use)[0]
     assert step.status == "failed"
     assert "ValueError" in step.shown_error and "[redacted:Slack webhook]" in step.shown_error
@@ -307,8 +309,8 @@ def test_a_failed_step_ends_the_run(personas: Personas, workflow, echo_server):
         action_type="run_code",
     )
     _action(personas.member_use, workflow, http_action(f"{echo_server.url}/echo"), name="Never")
-    run = execution.run_workflow(personas.member_use, workflow, {})
-    assert [step.status for step in run.recorded_steps] == ["failed"]
+    run = runs.enqueue(personas.member_use, workflow, {})
+    assert [step.status for step in list(run.steps.all())] == ["failed"]
     assert echo_server.requests == []
 
 
@@ -323,7 +325,7 @@ def test_one_used_event_per_key_per_run_and_last_used(personas: Personas, workfl
             name=name,
         )
     before = timezone.now()
-    run = execution.run_workflow(personas.member_use, workflow, {})
+    run = runs.enqueue(personas.member_use, workflow, {})
     used = AuditEvent.objects.filter(action=AuditAction.USED)
     assert [(event.secret_key_id, event.changes["run_id"]) for event in used] == [
         (personas.team_key.pk, str(run.pk))
@@ -336,7 +338,7 @@ def test_unknown_inputs_are_refused(personas: Personas, workflow):
     from django.core.exceptions import ValidationError
 
     with pytest.raises(ValidationError, match="Unknown input"):
-        execution.run_workflow(personas.member_use, workflow, {"nope": 1})
+        runs.enqueue(personas.member_use, workflow, {"nope": 1})
 
 
 def test_query_count_is_the_same_for_1_and_50_keys(
@@ -360,8 +362,8 @@ def test_query_count_is_the_same_for_1_and_50_keys(
         with django_assert_num_queries(6) as captured:
             # 1 keys with values, 2 savepoint, 3 run, 4 steps, 5 used events (also the
             # keys' last use), 6 release savepoint (the membership is cached on the user)
-            run = execution.execute_action(personas.admin, action, {})
-        assert run.status == "succeeded", run.recorded_steps[0].error
+            run = runs.enqueue(personas.admin, action.workflow, action=action, inputs={})
+        assert run.status == "succeeded", list(run.steps.all())[0].error
         counts.append(len(captured))
     assert counts[0] == counts[1]
 
@@ -380,9 +382,9 @@ def test_a_wrong_encryption_key_fails_the_run_and_sends_no_ciphertext(
         ),
     )
     monkeypatch.setattr(encrypted_fields, "CRYPTER", MultiFernet([Fernet(Fernet.generate_key())]))
-    run = execution.execute_action(personas.member_use, action, {})
+    run = runs.enqueue(personas.member_use, action.workflow, action=action, inputs={})
     assert run.status == "failed"
-    assert "cannot be decrypted" in run.recorded_steps[0].error
+    assert "cannot be decrypted" in list(run.steps.all())[0].error
     assert echo_server.requests == []
 
 
@@ -396,7 +398,7 @@ def test_used_events_hold_who_when_which_key_and_the_run(personas: Personas, wor
             headers=[{"name": f"X-{index}", "value": _ref(key)} for index, key in enumerate(keys)],
         ),
     )
-    run = execution.run_workflow(personas.member_use, workflow, {})
+    run = runs.enqueue(personas.member_use, workflow, {})
     assert run.status == "succeeded"
     events = AuditEvent.objects.filter(action=AuditAction.USED).order_by("secret_key_name")
     assert [

@@ -9,7 +9,16 @@ from rest_framework import serializers
 from secretsapp.api.conventions import StrictCharField
 from secretsapp.models import NAME_MAX_LENGTH, get_membership
 from workflows import services
-from workflows.models import Action, ActionType, Run, RunStatus, RunStep, Workflow
+from workflows.models import (
+    Action,
+    ActionType,
+    Run,
+    RunStatus,
+    RunStep,
+    RunTrigger,
+    StepStatus,
+    Workflow,
+)
 
 
 class ActionSerializer(serializers.ModelSerializer):
@@ -107,13 +116,22 @@ class RunRequestSerializer(serializers.Serializer):
         default=dict,
         help_text="Values of the workflow's trigger inputs, by name.",
     )
+    wait = serializers.IntegerField(
+        min_value=0,
+        max_value=60,
+        required=False,
+        default=0,
+        help_text="Seconds to wait for the run to end: 200 with the finished run if it does, "
+        "else 202 with the run as it is. Each web process lets only a few requests wait at "
+        "once; the others get their 202 at once (poll GET /api/v1/runs/{id}/).",
+    )
 
 
 class RunStepSerializer(serializers.ModelSerializer):
     """A step as its reader may see it (``workflows.reading.show_runs`` ran first)."""
 
     action = serializers.IntegerField(source="action_id", read_only=True, allow_null=True)
-    status = serializers.ChoiceField(choices=RunStatus.choices, read_only=True)
+    status = serializers.ChoiceField(choices=StepStatus.choices, read_only=True)
     type = serializers.ChoiceField(choices=ActionType.choices, read_only=True)
     output = serializers.JSONField(
         source="shown_output",
@@ -133,9 +151,25 @@ class RunSerializer(serializers.ModelSerializer):
     workflow = serializers.IntegerField(source="workflow_id", read_only=True, allow_null=True)
     action = serializers.IntegerField(source="action_id", read_only=True, allow_null=True)
     triggered_by = serializers.IntegerField(
-        source="triggered_by_id", read_only=True, allow_null=True
+        source="triggered_by_id",
+        read_only=True,
+        allow_null=True,
+        help_text="Whose rights the run uses: who ran it, or who set up its webhook.",
     )
-    status = serializers.ChoiceField(choices=RunStatus.choices, read_only=True)
+    trigger = serializers.ChoiceField(choices=RunTrigger.choices, read_only=True)
+    status = serializers.ChoiceField(
+        choices=RunStatus.choices,
+        read_only=True,
+        help_text="queued → running → succeeded | failed | cancelled.",
+    )
+    error = serializers.CharField(
+        read_only=True,
+        help_text="Why the run as a whole failed or was cancelled (interrupted, cancelled by "
+        "someone, its runner removed); a step's failure is on the step. Names no key.",
+    )
+    cancelled_by = serializers.IntegerField(
+        source="cancelled_by_id", read_only=True, allow_null=True
+    )
     inputs = serializers.JSONField(source="shown_inputs", read_only=True)
     outputs_hidden = serializers.BooleanField(
         read_only=True,
@@ -152,11 +186,15 @@ class RunSerializer(serializers.ModelSerializer):
             "action",
             "status",
             "triggered_by",
+            "trigger",
             "inputs",
             "outputs_hidden",
+            "error",
+            "created_at",
             "started_at",
             "finished_at",
             "duration_ms",
+            "cancelled_by",
             "steps",
         ]
 
@@ -166,4 +204,4 @@ class ExecuteResultSerializer(serializers.Serializer):
     status = serializers.ChoiceField(choices=RunStatus.choices)
     output = serializers.JSONField(allow_null=True)
     error = serializers.CharField(allow_blank=True)
-    duration_ms = serializers.IntegerField()
+    duration_ms = serializers.IntegerField(allow_null=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.db.models import Prefetch, prefetch_related_objects
+from django.urls import reverse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import exceptions, mixins, status, viewsets
@@ -18,7 +19,7 @@ from rest_framework.response import Response
 
 from secretsapp.access import as_id
 from secretsapp.api.conventions import WRITE_METHODS, IsOrganizationMember, organization_id
-from workflows import access, execution, reading, services
+from workflows import access, reading, runs, services
 from workflows.api.serializers import (
     ActionSerializer,
     ExecuteResultSerializer,
@@ -26,7 +27,7 @@ from workflows.api.serializers import (
     RunSerializer,
     WorkflowSerializer,
 )
-from workflows.models import Action, Run, RunStep, Workflow
+from workflows.models import Action, Run, Workflow
 
 ACTIONS_IN_ORDER = Prefetch("actions", queryset=Action.objects.order_by("position"))
 
@@ -79,23 +80,44 @@ class WorkflowViewSet(viewsets.ModelViewSet):
     def perform_destroy(self, instance: Workflow) -> None:
         services.delete_workflow(self.request.user, instance)
 
-    @extend_schema(request=RunRequestSerializer, responses={201: RunSerializer})
+    @extend_schema(
+        request=RunRequestSerializer,
+        responses={202: RunSerializer, 200: RunSerializer},
+        description="Queue a run of every action in order. 202 with the queued run (its URL "
+        "in `Location`); with `wait`, 200 with the finished run if it ends within that many "
+        "seconds. Poll `GET /api/v1/runs/{id}/` for the rest.",
+    )
     @route(detail=True, methods=["post"], url_path="runs")
     def runs(self, request, pk: str | None = None) -> Response:
-        """Run every action of the workflow in order; the run comes back redacted."""
         workflow = access.get_workflow_for_user(request.user, pk)
-        payload = RunRequestSerializer(data=request.data)
-        payload.is_valid(raise_exception=True)
-        run = execution.run_workflow(request.user, workflow, payload.validated_data["inputs"])
-        return Response(RunSerializer(_as_run_by(run)).data, status=status.HTTP_201_CREATED)
+        run = _start_run(request, workflow)
+        return Response(
+            RunSerializer(run).data, status=_run_status(run), headers=_located(request, run)
+        )
 
 
-def _as_run_by(run: Run) -> Run:
-    """A run just made, as the caller who made it may see it: the steps just recorded,
-    without reading them back, and the names of the keys they could Use for it."""
-    run._prefetched_objects_cache = {"steps": run.recorded_steps}
-    reading.show_runs(run.triggered_by, [run], key_names=run.key_names)
+def _start_run(request, workflow: Workflow, action: Action | None = None) -> Run:
+    """Queue the run the request asks for, wait as long as it may, and return the run as
+    the caller may see it."""
+    payload = RunRequestSerializer(data=request.data)
+    payload.is_valid(raise_exception=True)
+    run = runs.enqueue(request.user, workflow, payload.validated_data["inputs"], action=action)
+    run = runs.wait_for(run, payload.validated_data["wait"])
+    return _shown(request.user, run.pk)
+
+
+def _shown(user, run_id) -> Run:
+    run = Run.objects.prefetch_related("steps").get(pk=run_id)
+    reading.show_runs(user, [run])
     return run
+
+
+def _run_status(run: Run) -> int:
+    return status.HTTP_200_OK if run.is_finished else status.HTTP_202_ACCEPTED
+
+
+def _located(request, run: Run) -> dict[str, str]:
+    return {"Location": request.build_absolute_uri(reverse("api:run-detail", args=[run.pk]))}
 
 
 @extend_schema_view(list=extend_schema(parameters=[WORKFLOW_FILTER]))
@@ -125,23 +147,30 @@ class ActionViewSet(viewsets.ModelViewSet):
     def perform_destroy(self, instance: Action) -> None:
         services.delete_action(self.request.user, instance)
 
-    @extend_schema(request=RunRequestSerializer, responses={200: ExecuteResultSerializer})
+    @extend_schema(
+        request=RunRequestSerializer,
+        responses={200: ExecuteResultSerializer, 202: RunSerializer},
+        description="Queue a run of this one action. 202 with the queued run (its URL in "
+        "`Location`); with `wait`, 200 with `{run_id, status, output, error, duration_ms}` "
+        "if it ends within that many seconds.",
+    )
     @route(detail=True, methods=["post"])
     def execute(self, request, pk: str | None = None) -> Response:
-        """Execute this one action; its output comes back redacted."""
         action = self.get_object()
-        payload = RunRequestSerializer(data=request.data)
-        payload.is_valid(raise_exception=True)
-        run = execution.execute_action(request.user, action, payload.validated_data["inputs"])
-        step: RunStep = _as_run_by(run).recorded_steps[0]
+        run = _start_run(request, action.workflow, action)
+        if not run.is_finished:
+            return Response(
+                RunSerializer(run).data, status=_run_status(run), headers=_located(request, run)
+            )
+        steps = list(run.steps.all())
         result: dict[str, Any] = {
             "run_id": run.pk,
             "status": run.status,
-            "output": step.shown_output,
-            "error": step.shown_error,
+            "output": steps[0].shown_output if steps else None,
+            "error": steps[0].shown_error if steps else ("" if run.outputs_hidden else run.error),
             "duration_ms": run.duration_ms,
         }
-        return Response(ExecuteResultSerializer(result).data)
+        return Response(ExecuteResultSerializer(result).data, headers=_located(request, run))
 
 
 @extend_schema_view(list=extend_schema(parameters=[WORKFLOW_FILTER]))
@@ -154,14 +183,14 @@ class RunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gene
     queryset = Run.objects.none()
 
     def get_queryset(self):
-        runs = Run.objects.filter(organization_id=organization_id(self.request))
+        found = Run.objects.filter(organization_id=organization_id(self.request))
         workflow_id = _workflow_filter(self.request)
         if workflow_id is not None:
-            runs = runs.filter(workflow_id=workflow_id)
-        return runs.prefetch_related("steps").order_by("-started_at", "id")
+            found = found.filter(workflow_id=workflow_id)
+        return found.prefetch_related("steps").order_by("-created_at", "id")
 
     def get_object(self) -> Run:
-        run = access.get_run_for_user(self.request.user, self.kwargs["pk"])
+        run = runs.reaped_if_stale(access.get_run_for_user(self.request.user, self.kwargs["pk"]))
         reading.show_runs(self.request.user, [run])
         return run
 
@@ -169,3 +198,25 @@ class RunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gene
         page = super().paginate_queryset(queryset)
         reading.show_runs(self.request.user, page or [])
         return page
+
+    @extend_schema(
+        request=None,
+        responses={200: RunSerializer},
+        description="Cancel a queued run (it never starts) or a running one (its sandbox is "
+        "killed and its HTTP call aborted within seconds). Whoever started the run, and "
+        "members and admins, may cancel it; 409 once it has ended.",
+    )
+    @route(detail=True, methods=["post"])
+    def cancel(self, request, pk: str | None = None) -> Response:
+        run = access.get_run_for_user(request.user, pk)
+        try:
+            runs.cancel(request.user, run)
+        except runs.CannotCancel as refusal:
+            raise Conflict(str(refusal)) from None
+        return Response(RunSerializer(_shown(request.user, run.pk)).data)
+
+
+class Conflict(exceptions.APIException):
+    status_code = status.HTTP_409_CONFLICT
+    default_detail = "Conflict."
+    default_code = "conflict"

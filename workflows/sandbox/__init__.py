@@ -82,6 +82,8 @@ from typing import Any
 
 from django.conf import settings
 
+from workflows import cancellation
+
 LANGUAGES = ("python", "javascript")
 SANDBOX_DIR = "/sandbox"
 # util-linux tools, run inside the sandbox from the read-only /usr.
@@ -227,7 +229,9 @@ def run_code(language: str, code: str, variables: dict[str, Any]) -> dict[str, A
         os.close(result_write)
         os.close(runner_fd)
     try:
-        outcome = communicate(process, payload, result_read, limits)
+        # A cancelled run kills the sandbox: bubblewrap leads its own process group.
+        with cancellation.abortable(lambda: os.killpg(process.pid, signal.SIGKILL)):
+            outcome = communicate(process, payload, result_read, limits)
     finally:
         os.close(result_read)
     return interpret(language, outcome, limits)
