@@ -230,9 +230,10 @@ def _execute(run: Run, control: cancellation.Control) -> None:
         (str(secret_id), value) for secret_id, (_, value) in secrets.values.items()
     )
     inputs = run.inputs
-    if secrets.values:
+    redacted_inputs = redactor.redact(inputs)
+    if redacted_inputs != inputs:
         # Inputs were stored as given; one typed with a key's value is redacted now.
-        Run.objects.filter(pk=run.pk).update(inputs=redactor.redact(inputs))
+        Run.objects.filter(pk=run.pk).update(inputs=redacted_inputs)
     used: set[uuid.UUID] = set()  # the keys the steps that ran resolved
     context = Context(
         secrets={secret_id: value for secret_id, (_, value) in secrets.values.items()},

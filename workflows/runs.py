@@ -121,21 +121,18 @@ def dispatch(run_ids: list[Any]) -> None:
 
 def dispatch_next(organization_id: int) -> None:
     """Send the organization's oldest waiting runs, as many as it has room for."""
+    waiting = Run.objects.filter(
+        organization_id=organization_id, status=RunStatus.QUEUED, dispatched_at__isnull=True
+    )
+    if not waiting.exists():  # the usual case: one query, no lock
+        return
     with transaction.atomic():
         _lock_organization(organization_id)
         room = settings.RUNS_PER_ORGANIZATION - _running_count(organization_id)
         if room <= 0:
             return
-        waiting = list(
-            Run.objects.filter(
-                organization_id=organization_id,
-                status=RunStatus.QUEUED,
-                dispatched_at__isnull=True,
-            )
-            .order_by("created_at")
-            .values_list("pk", flat=True)[:room]
-        )
-    dispatch(waiting)
+        oldest = list(waiting.order_by("created_at").values_list("pk", flat=True)[:room])
+    dispatch(oldest)
 
 
 def _lock_organization(organization_id: int) -> None:

@@ -24,6 +24,7 @@ DESCRIPTIONS = {
     "403": "Signed in, but not allowed to do this.",
     "404": "No such object in your organization (also for other organizations' objects).",
     "412": "If-Match did not match: someone changed the object since you read it.",
+    "409": "The run has already ended: there is nothing to cancel.",
     "413": "The request body is larger than the server accepts (DATA_UPLOAD_MAX_MEMORY_SIZE).",
     "429": "Too many requests: wait for the time given in Retry-After.",
 }
@@ -48,6 +49,8 @@ def add_error_responses(result: dict[str, Any], generator, request, public) -> d
                 parameter.get("name") == "If-Match" for parameter in operation.get("parameters", [])
             ):
                 codes.append("412")
+            if path.endswith("/cancel/"):
+                codes.append("409")
             responses = operation.setdefault("responses", {})
             for code in codes:
                 responses.setdefault(
@@ -62,6 +65,11 @@ def add_error_responses(result: dict[str, Any], generator, request, public) -> d
                     "schema": {"type": "string"},
                     "description": "Send it back in If-Match to make a write conditional. "
                     "Absent when a PATCH took away the caller's access to the key.",
+                }
+            if "202" in responses:
+                responses["202"].setdefault("headers", {})["Location"] = {
+                    "schema": {"type": "string", "format": "uri"},
+                    "description": "The queued run: poll it with GET.",
                 }
             if "/secrets/" in path and method == "post":
                 responses["201"].setdefault("headers", {})["ETag"] = {"schema": {"type": "string"}}

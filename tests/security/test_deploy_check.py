@@ -32,6 +32,7 @@ def _production_environment(tmp_path: Path, **overrides: str) -> dict[str, str]:
         "FIELD_ENCRYPTION_KEY": Fernet.generate_key().decode(),
         "ALLOWED_HOSTS": "secrets.example.com",
         "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}",
+        "CELERY_BROKER_URL": "redis://127.0.0.1:6379/15",
         "VAR_DIR": str(tmp_path),
     }
     environment.update(overrides)

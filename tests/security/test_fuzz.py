@@ -43,6 +43,7 @@ from tests.conftest import RESTRICTED_VALUE, TEAM_VALUE, _EchoHandler, code_acti
 from tests.factories import PASSWORD, MembershipFactory, OrganizationFactory
 from workflows import runs
 from workflows import services as workflow_services
+from workflows.models import Run
 
 schema = schemathesis.openapi.from_wsgi("/api/schema/?format=json", application)
 # A fixed seed: the same cases every run, so a red build is reproducible and the
@@ -145,6 +146,10 @@ def _build_world(echo_url: str) -> World:
         },
     )
     run = runs.enqueue(member, call.workflow, action=call, inputs={"day": "mon"})
+    # Never sent to a worker: it stays queued, for cancel to act on (each case rolls back).
+    queued = Run.objects.create(
+        organization=acme, workflow=workflow, triggered_by=member, inputs={"day": "thu"}
+    )
 
     foreign_key = secret_services.create_secret_key(
         outsider, name="Globex key", value=FOREIGN_VALUE
@@ -175,7 +180,7 @@ def _build_world(echo_url: str) -> World:
             ],
             "workflows": [workflow.pk, foreign_workflow.pk],
             "actions": [compute.pk, call.pk, foreign_action.pk],
-            "runs": [str(run.pk), str(foreign_run.pk)],
+            "runs": [str(queued.pk), str(run.pk), str(foreign_run.pk)],
         },
         workflow_inputs=workflow.inputs,
     )
@@ -445,6 +450,7 @@ def _examples(world: World) -> dict[str, tuple[str, dict[str, Any]]]:
         ),
         "GET /api/v1/runs/": (member, {"query": {"workflow": ids["workflows"]}}),
         "GET /api/v1/runs/{id}/": (member, {"path_parameters": {"id": ids["runs"]}}),
+        "POST /api/v1/runs/{id}/cancel/": (member, {"path_parameters": {"id": ids["runs"]}}),
     }
 
 

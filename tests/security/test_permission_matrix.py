@@ -239,6 +239,8 @@ POLICIES: dict[str, dict[str, Allow]] = {
     "api:action-execute": {"POST": Allow(MEMBER)},
     "api:run-list": {"GET": Allow(MEMBER)},
     "api:run-detail": {"GET": Allow(MEMBER)},
+    # Whoever started the run, and members and admins; viewers may not stop others' runs.
+    "api:run-cancel": {"POST": Allow(EDITOR)},
     "/": {"GET": Allow(REDIRECT, 302)},
     "workflows:list": {"GET": Allow(MEMBER)},
     "workflows:create": {"POST": Allow(EDITOR, 302)},
@@ -754,8 +756,19 @@ def _build_world() -> World:
     ids["action"] = acme_workflow.actions.get(position=1).pk
     ids["action-elsewhere"] = second_workflow.actions.get(position=1).pk
     ids["foreign-action"] = foreign_workflow.actions.get(position=1).pk
-    ids["run"] = runs.enqueue(users["member_use"], acme_workflow, {}).pk
-    ids["foreign-run"] = runs.enqueue(users["outsider"], foreign_workflow, {}).pk
+    runs.enqueue(users["member_use"], acme_workflow, {})  # a finished run in the lists
+    # Still queued (never sent to a worker), so that cancelling it is allowed or refused
+    # by who asks, not by its state; bob started it: viewers may not cancel it.
+    ids["run"] = Run.objects.create(
+        organization=acme_workflow.organization,
+        workflow=acme_workflow,
+        triggered_by=users["member_use"],
+    ).pk
+    ids["foreign-run"] = Run.objects.create(
+        organization=foreign_workflow.organization,
+        workflow=foreign_workflow,
+        triggered_by=users["outsider"],
+    ).pk
     for unknown in ("unknown-workflow", "unknown-action", "unknown-group", "unknown-member"):
         ids[unknown] = 2_000_000_000
     ids["unknown-run"] = uuid.UUID("00000000-0000-4000-8000-000000000001")
@@ -820,7 +833,7 @@ def fingerprint() -> dict[str, list]:
                 "group_id", "user_id"
             )
         ),
-        "runs": list(Run.objects.order_by("pk").values_list("pk", flat=True)),
+        "runs": list(Run.objects.order_by("pk").values_list("pk", "status")),
         "audit events": list(
             AuditEvent.objects.exclude(action=AuditAction.DENIED)
             .order_by("pk")

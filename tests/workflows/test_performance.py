@@ -55,7 +55,13 @@ def test_execute_through_the_api_costs_the_same_queries_for_1_and_50_keys(
         statements[size] = _execute_statements(client, action)
     assert len(statements[1]) == len(statements[50])
     queries = [sql for sql in statements[50] if not sql.startswith(TRANSACTION_CONTROL)]
-    # 1 token + user + membership, 2 action, 3 keys with values (all 50), then in one
-    # transaction: 4 run, 5 step, 6 the 50 used events (also the keys' last use).
-    assert len(queries) == 6, "\n".join(queries)
-    assert len(statements[50]) <= 8, "\n".join(statements[50])  # with BEGIN and COMMIT
+    # The web: 1 token + user + membership, 2 action, 3 run queued, 4 room in the
+    # organization, 5 sent; the worker (eager here): 6 the run's organization, 7-9 the
+    # claim (organization lock, room, queued → running), 10 the run, 11 the runner's
+    # membership now, 12 keys with values (all 50), 13 still running (and its keys), 14 the
+    # 50 used events (also the keys' last use), 15 the step, 16 the end, 17 any run waiting
+    # for room; the web again: 18 the run as it ended, 19 its step, 20 the keys the caller
+    # may see named.
+    assert len(queries) == 20, "\n".join(queries)
+    # With the claim's savepoint and its release (a transaction on a worker).
+    assert len(statements[50]) == 22, "\n".join(statements[50])
