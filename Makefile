@@ -22,12 +22,17 @@ $(INSTALLED): pyproject.toml | $(BIN)/python
 
 install: $(INSTALLED)
 
+# Runs execute on a Celery worker started beside the server. With no CELERY_BROKER_URL
+# (nor REDIS_URL) the broker is a folder, var/queue: no service is needed.
 run: install
 	DEBUG=$${DEBUG:-1} HTTPS_ONLY=$${HTTPS_ONLY:-0} EGRESS_ALLOWED_HOSTS=$${EGRESS_ALLOWED_HOSTS:-127.0.0.1} \
-	  bash -c '$(BIN)/python manage.py migrate --no-input && \
-	           $(BIN)/python manage.py createcachetable && \
-	           $(BIN)/python manage.py seed_demo && \
-	           exec $(BIN)/python manage.py runserver 127.0.0.1:8000'
+	  bash -c 'set -e; \
+	           $(BIN)/python manage.py migrate --no-input; \
+	           $(BIN)/python manage.py createcachetable; \
+	           $(BIN)/python manage.py seed_demo; \
+	           $(BIN)/celery -A config worker --loglevel=WARNING --concurrency=2 & worker=$$!; \
+	           trap "kill -TERM $$worker 2>/dev/null; wait $$worker" EXIT; \
+	           $(BIN)/python manage.py runserver 127.0.0.1:8000'
 
 # Debian packages the suite needs (browser tests, Run Code sandbox and its JavaScript); installed when
 # missing and we are root, otherwise a clear message says what to install.
@@ -52,8 +57,13 @@ lint: install
 
 # Browser tests run on their own: Playwright's event loop makes them need
 # DJANGO_ALLOW_ASYNC_UNSAFE, which must not switch off Django's check for the other tests.
+# Queue tests start real `celery worker` processes on the machine's Redis
+# (CELERY_BROKER_URL, default redis://127.0.0.1:6379/15); on SQLite they share the test
+# database with them through a file.
 pytest: install
-	$(BIN)/pytest -m "not browser"
+	$(BIN)/pytest -m "not browser and not queue"
+	rm -f var/test-queue.sqlite3*
+	TEST_SQLITE_FILE=$(CURDIR)/var/test-queue.sqlite3 $(BIN)/pytest -m queue tests/queue
 	DJANGO_ALLOW_ASYNC_UNSAFE=true $(BIN)/pytest -m browser tests/browser \
 	  --screenshot only-on-failure --output artifacts/playwright
 
