@@ -213,7 +213,8 @@ def _why_it_cannot_start(run: Run) -> str | None:
 def _execute(run: Run, control: cancellation.Control) -> None:
     problem = _why_it_cannot_start(run)
     if problem:
-        runs.finish(run, RunStatus.FAILED, problem)
+        # Its inputs are not kept: nothing was decrypted to redact them with.
+        runs.finish(run, RunStatus.FAILED, problem, queued_inputs={})
         return
     actor, workflow = run.triggered_by, run.workflow
     actions = [run.action] if run.single_action else list(workflow.actions.order_by("position"))
@@ -229,11 +230,9 @@ def _execute(run: Run, control: cancellation.Control) -> None:
     redactor = Redactor.for_run(
         (str(secret_id), value) for secret_id, (_, value) in secrets.values.items()
     )
-    inputs = run.inputs
-    redacted_inputs = redactor.redact(inputs)
-    if redacted_inputs != inputs:
-        # Inputs were stored as given; one typed with a key's value is redacted now.
-        Run.objects.filter(pk=run.pk).update(inputs=redacted_inputs)
+    inputs = run.queued_inputs
+    # Kept redacted from now on (with the first step's check, or the end).
+    shown_inputs = {"inputs": redactor.redact(inputs), "queued_inputs": {}}
     used: set[uuid.UUID] = set()  # the keys the steps that ran resolved
     context = Context(
         secrets={secret_id: value for secret_id, (_, value) in secrets.values.items()},
@@ -252,9 +251,10 @@ def _execute(run: Run, control: cancellation.Control) -> None:
         # No step starts once the run is cancelled; its keys count as used before any
         # value leaves (one audit event each), and readers without Use lose its outputs.
         if control.cancelled or not runs.still_running(
-            run, secret_key_ids=sorted(str(secret_id) for secret_id in used)
+            run, secret_key_ids=sorted(str(secret_id) for secret_id in used), **shown_inputs
         ):
             return
+        shown_inputs = {}
         audit.record_key_uses(
             actor,
             run.organization_id,
@@ -270,7 +270,7 @@ def _execute(run: Run, control: cancellation.Control) -> None:
             failed = True
             break
     if not control.cancelled:
-        runs.finish(run, RunStatus.FAILED if failed else RunStatus.SUCCEEDED)
+        runs.finish(run, RunStatus.FAILED if failed else RunStatus.SUCCEEDED, **shown_inputs)
 
 
 def _run_step(

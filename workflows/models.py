@@ -161,7 +161,11 @@ class Run(models.Model):
     webhook = models.ForeignKey(
         Webhook, on_delete=models.SET_NULL, null=True, blank=True, related_name="runs"
     )
+    # Redacted with the values the run resolves; empty until the run has started.
     inputs = models.JSONField(default=dict, blank=True)
+    # The inputs as given, until a worker redacts them into ``inputs`` as the run starts
+    # (a value typed in by someone who knows it is never shown): never shown, then emptied.
+    queued_inputs = models.JSONField(default=dict, blank=True)
     # The keys whose values the run resolved (as strings): its inputs, outputs and errors
     # are read only by those who may Use every one of them. Stored texts name a key as
     # ``[redacted:<id>]``; readers see its name only if they may Use it.

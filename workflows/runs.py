@@ -88,7 +88,7 @@ def enqueue(
         triggered_by=actor,
         trigger=RunTrigger.WEBHOOK if webhook else RunTrigger.PERSON,
         webhook=webhook,
-        inputs=inputs,
+        queued_inputs=inputs,
     )
     if _has_room(run.organization_id):
         dispatch([run.pk])
@@ -209,6 +209,7 @@ def cancel(actor: AbstractBaseUser, run: Run) -> Run:
         finished_at=now,
         cancelled_by=actor,
         error=f"Cancelled by {actor.get_username()}.",
+        queued_inputs={},
     )
     run.refresh_from_db()
     if not cancelled:
@@ -331,6 +332,7 @@ def reap(runs: Any = None) -> int:
         ).update(
             status=RunStatus.FAILED,
             error=INTERRUPTED,
+            queued_inputs={},
             finished_at=now,
             duration_ms=_milliseconds(now - run.started_at),
         )

@@ -51,6 +51,11 @@ class Migration(migrations.Migration):
         ),
         migrations.AddField(
             model_name="run",
+            name="queued_inputs",
+            field=models.JSONField(blank=True, default=dict),
+        ),
+        migrations.AddField(
+            model_name="run",
             name="cancelled_by",
             field=models.ForeignKey(
                 blank=True,
