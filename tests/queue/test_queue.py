@@ -8,8 +8,10 @@ organization taking every worker; a cancelled run that keeps calling out.
 
 from __future__ import annotations
 
+import threading
 import time
 
+import httpx
 import pytest
 
 from tests.conftest import Personas, code_action, http_action
@@ -263,3 +265,31 @@ def test_one_organization_cannot_take_every_worker(
     assert target.most_in_flight["acme"] == 2  # never more than its share
     assert acme_done - globex_done > 2  # Globex did not wait behind Acme's backlog
     assert len(target.requests) == 7
+
+
+def test_a_burst_of_slow_runs_holds_no_web_thread(personas, live_server, workers, target):
+    """The attack of the issue: a viewer starts 12 runs of an 8-second step at once. Each
+    answer comes back queued, and the sign-in page answers meanwhile."""
+    workflow, action = _http_workflow(personas, f"{target.url}/sleep/8/slow")
+    workers.start(concurrency=2)
+    viewer = api(live_server, personas.viewer)
+    answers: list = []
+
+    def start() -> None:
+        answers.append(viewer.post(f"/actions/{action.pk}/execute/", json={}))
+
+    threads = [threading.Thread(target=start) for _ in range(12)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    sign_in = httpx.get(f"{live_server.url}/login/", timeout=30)
+
+    assert [answer.status_code for answer in answers] == [202] * 12
+    assert all(answer.json()["status"] in ("queued", "running") for answer in answers)
+    assert sign_in.status_code == 200
+    assert Run.objects.filter(status__in=["queued", "running"]).count() == 12
+    # Stop them: cancelled runs end at once.
+    for answer in answers:
+        viewer.post(f"/runs/{answer.json()['id']}/cancel/")
+    assert not Run.objects.exclude(status="cancelled").exists()
