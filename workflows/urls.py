@@ -23,4 +23,6 @@ urlpatterns = [
     path("<int:workflow_id>/run/", views.workflow_run, name="run_workflow"),
     path("<int:workflow_id>/runs/", views.run_list, name="runs"),
     path("runs/<uuid:run_id>/", views.run_detail, name="run"),
+    path("runs/<uuid:run_id>/live/", views.run_live, name="run_live"),
+    path("runs/<uuid:run_id>/cancel/", views.run_cancel, name="run_cancel"),
 ]

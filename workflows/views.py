@@ -7,18 +7,21 @@ from typing import Any
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
 from django.db.models import Count
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
+from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_POST
+from django_htmx.http import HttpResponseClientRefresh
 
 from secretsapp import access as secret_access
 from secretsapp.access import require_signed_in_member
 from secretsapp.models import SecretKey
-from workflows import access, execution, reading, services
+from workflows import access, reading, runs, services
 from workflows.forms import ROW_KINDS, config_from_post, errors_by_field, rows_for_display
 from workflows.http import METHODS
 from workflows.models import Action, ActionType, Run, Workflow
@@ -154,7 +157,7 @@ def _builder(
         "body_types": [("none", "None"), ("fields", "Fields"), ("raw", "Raw JSON")],
         "empty_row": {"name": "", "value": "", "name_errors": [], "value_errors": []},
         "builder_data": builder_data,
-        "recent_runs": workflow.runs.order_by("-started_at")[:5],
+        "recent_runs": workflow.runs.order_by("-created_at")[:5],
         "settings_form": settings_form or _settings_form(workflow=workflow),
         "nav": "workflows",
     }
@@ -278,38 +281,85 @@ def workflow_run(request: HttpRequest, workflow_id: int) -> HttpResponse:
     workflow = access.get_workflow_for_user(request.user, workflow_id)
     inputs = {name: request.POST.get(f"input-{name}", "") for name in workflow.inputs}
     try:
-        run = execution.run_workflow(request.user, workflow, inputs)
+        run = runs.enqueue(request.user, workflow, inputs)
     except ValidationError as error:
         messages.error(request, _first_message(error))
         return redirect("workflows:edit", workflow.pk)
-    if run.status == "succeeded":
-        messages.success(request, "The run succeeded.")
-    else:
-        messages.error(request, "The run failed: see the failed step below.")
     return redirect("workflows:run", run.pk)
 
 
 @login_required
 def run_detail(request: HttpRequest, run_id: str) -> HttpResponse:
-    run = access.get_run_for_user(request.user, run_id)
+    run = runs.reaped_if_stale(access.get_run_for_user(request.user, run_id))
+    context = {**_run_context(request, run), "nav": "workflows"}
+    return render(request, "workflows/run_detail.html", context)
+
+
+@never_cache
+def run_live(request: HttpRequest, run_id: str) -> HttpResponse:
+    """The changing part of the run page, which polls it every second while the run has
+    not ended: 204 while nothing it shows has changed since ``?state=``."""
+    if not request.user.is_authenticated:
+        # Not @login_required: a poll would follow its redirect and swap the sign-in page
+        # into the run page. Reloading lets the run page send the browser there instead.
+        if request.htmx:
+            return HttpResponseClientRefresh()
+        return redirect_to_login(request.get_full_path())
+    run = runs.reaped_if_stale(access.get_run_for_user(request.user, run_id))
+    if request.GET.get("state") == _run_state(run):
+        return HttpResponse(status=204)
+    context = {**_run_context(request, run), "announce": bool(request.htmx)}
+    return render(request, "workflows/run_live.html", context)
+
+
+def _run_state(run: Run) -> str:
+    """What the live part shows changes only with these: the status (and with it the times,
+    the duration and the error), the steps stored, and the keys used so far (which may
+    hide the outputs from the reader)."""
+    return f"{run.status}.{len(run.steps.all())}.{len(run.secret_key_ids)}"
+
+
+def _run_context(request: HttpRequest, run: Run) -> dict[str, Any]:
     reading.show_runs(request.user, [run])
     steps = [
         {"step": step, "output": json.dumps(step.shown_output, indent=2, ensure_ascii=False)}
         for step in run.steps.all()  # prefetched, in position order
     ]
-    context = {"run": run, "steps": steps, "hidden_notice": reading.HIDDEN, "nav": "workflows"}
-    return render(request, "workflows/run_detail.html", context)
+    return {
+        "run": run,
+        "steps": steps,
+        "state": _run_state(run),
+        "may_cancel": not run.is_finished and runs.may_cancel(request.user, run),
+        "hidden_notice": reading.HIDDEN,
+        "announce": False,
+    }
+
+
+@login_required
+@require_POST
+def run_cancel(request: HttpRequest, run_id: str) -> HttpResponse:
+    run = access.get_run_for_user(request.user, run_id)
+    try:
+        runs.cancel(request.user, run)  # PermissionDenied: a 403 page
+    except runs.CannotCancel as refusal:
+        messages.error(request, str(refusal))
+    else:
+        if run.started_at is None:
+            messages.success(request, "Run cancelled before it started.")
+        else:
+            messages.success(request, "Run cancelled: the step in progress is being stopped.")
+    return redirect("workflows:run", run.pk)
 
 
 @login_required
 def run_list(request: HttpRequest, workflow_id: int) -> HttpResponse:
     workflow = access.get_workflow_for_user(request.user, workflow_id)
-    runs = Paginator(
+    page = Paginator(
         Run.objects.filter(workflow=workflow)
         .select_related("triggered_by")
-        .order_by("-started_at"),
+        .order_by("-created_at"),
         25,
     ).get_page(request.GET.get("page"))
     return render(
-        request, "workflows/run_list.html", {"workflow": workflow, "runs": runs, "nav": "workflows"}
+        request, "workflows/run_list.html", {"workflow": workflow, "runs": page, "nav": "workflows"}
     )
