@@ -314,9 +314,10 @@ def run_live(request: HttpRequest, run_id: str) -> HttpResponse:
 
 def _run_state(run: Run) -> str:
     """What the live part shows changes only with these: the status (and with it the times,
-    the duration and the error), the steps stored, and the keys used so far (which may
-    hide the outputs from the reader)."""
-    return f"{run.status}.{len(run.steps.all())}.{len(run.secret_key_ids)}"
+    the duration and the error), the steps stored, the keys used so far (which may hide
+    the outputs from the reader), and whether the worker has stored the inputs yet."""
+    steps = len(run.steps.all())
+    return f"{run.status}.{steps}.{len(run.secret_key_ids)}.{int(bool(run.inputs))}"
 
 
 def _run_context(request: HttpRequest, run: Run) -> dict[str, Any]:

@@ -254,7 +254,7 @@ def test_a_queued_run_page_polls_its_live_part_every_second(client, personas: Pe
     run = _run(personas, workflow)
     html = _signed_in(client, personas.member_use).get(f"/workflows/runs/{run.pk}/").content
     html = html.decode()
-    assert f'hx-get="/workflows/runs/{run.pk}/live/?state=queued.0.0"' in html
+    assert f'hx-get="/workflows/runs/{run.pk}/live/?state=queued.0.0.0"' in html
     assert 'hx-trigger="every 1s"' in html and 'hx-swap="outerHTML"' in html
     assert '<span class="status queued">Queued</span>' in html
     assert "Waiting for a worker to start the run." in html
@@ -281,7 +281,7 @@ def test_the_live_part_answers_204_until_the_run_changes_then_stops_polling_once
 
     # 1 session, 2 user, 3 membership, 4 the run, 5 its steps
     with django_assert_num_queries(5):
-        response = _live(client, run, "queued.0.0")
+        response = _live(client, run, "queued.0.0.0")
     assert response.status_code == 204 and response.content == b""
 
     now = timezone.now()
@@ -289,12 +289,12 @@ def test_the_live_part_answers_204_until_the_run_changes_then_stops_polling_once
     # 1 session, 2 user, 3 membership, 4 the run, 5 its steps, 6 whether its worker died,
     # 7 who ran it (it has used no key yet: nothing asks which keys the reader may Use)
     with django_assert_num_queries(7):
-        response = _live(client, run, "queued.0.0")
+        response = _live(client, run, "queued.0.0.0")
     html = response.content.decode()
     assert response.status_code == 200
     assert "no-store" in response["Cache-Control"]  # each poll reaches the server
     assert '<span class="status running">Running</span>' in html
-    assert f'hx-get="/workflows/runs/{run.pk}/live/?state=running.0.0"' in html
+    assert f'hx-get="/workflows/runs/{run.pk}/live/?state=running.0.0.0"' in html
     assert "<dd>running…</dd>" in html
     assert 'hx-swap-oob="innerHTML:#run-announcement">Run status: Running.' in html
 
@@ -308,13 +308,28 @@ def test_the_live_part_answers_204_until_the_run_changes_then_stops_polling_once
     # 1 session, 2 user, 3 membership, 4 the run, 5 its steps, 6 which of its keys the
     # reader may Use, 7 who ran it (an ended run: nobody asks whether its worker died)
     with django_assert_num_queries(7):
-        response = _live(client, run, "running.0.0")
+        response = _live(client, run, "running.0.0.0")
     html = response.content.decode()
     assert '<span class="status succeeded">Succeeded</span>' in html
     assert "delivered" in html and "<dd>1234 ms</dd>" in html
     # The finished part has no trigger: the browser stops asking.
     assert "hx-trigger" not in html and "hx-get" not in html
     assert "Cancel run" not in html
+
+
+def test_the_live_part_shows_the_inputs_once_the_worker_has_stored_them(
+    client, personas: Personas, workflow
+):
+    # The worker stores a run's inputs, redacted, with its first step's check: that may
+    # change nothing else the live part shows.
+    now = timezone.now()
+    run = _run(personas, workflow, "running", started_at=now, heartbeat_at=now)
+    client = _signed_in(client, personas.member_use)
+    assert _live(client, run, "running.0.0.0").status_code == 204
+    Run.objects.filter(pk=run.pk).update(inputs={"channel": "general"})
+    response = _live(client, run, "running.0.0.0")
+    assert response.status_code == 200
+    assert '<span class="mono">channel=general</span>' in response.content.decode()
 
 
 def test_a_reader_without_use_never_sees_the_outputs_in_the_live_part(
@@ -331,7 +346,7 @@ def test_a_reader_without_use_never_sees_the_outputs_in_the_live_part(
     )
     _step(run, {"body": f"balance 981 [redacted:{personas.restricted_key.pk}]"})
 
-    for state in ("", "running.0.1"):  # the first answer, and one after the step ended
+    for state in ("", "running.0.1.1"):  # the first answer, and one after the step ended
         response = _live(_signed_in(client, personas.member_nothing), run, state)
         html = response.content.decode()
         assert response.status_code == 200
@@ -356,7 +371,7 @@ def test_a_poll_after_signing_out_reloads_the_page_instead_of_showing_the_sign_i
     client, personas: Personas, workflow
 ):
     run = _run(personas, workflow)
-    response = _live(client, run, "queued.0.0")
+    response = _live(client, run, "queued.0.0.0")
     assert response.status_code == 200 and response["HX-Refresh"] == "true"
     assert response.content == b""
     plain = client.get(f"/workflows/runs/{run.pk}/live/")
