@@ -34,13 +34,15 @@ run: install
 	           trap "kill -TERM $$worker 2>/dev/null; wait $$worker" EXIT; \
 	           $(BIN)/python manage.py runserver 127.0.0.1:8000'
 
-# Debian packages the suite needs (browser tests, Run Code sandbox and its JavaScript); installed when
+# Debian packages the suite needs (browser tests, Run Code sandbox and its JavaScript, a Redis
+# for the queue tests when the machine runs none); installed when
 # missing and we are root, otherwise a clear message says what to install.
 system-deps:
 	@missing=""; \
 	command -v bwrap >/dev/null || missing="$$missing bubblewrap"; \
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
 	command -v node >/dev/null || missing="$$missing nodejs"; \
+	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    echo "Installing Debian packages:$$missing"; \

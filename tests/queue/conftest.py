@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import select
+import shutil
 import signal
 import socket
 import subprocess
@@ -52,16 +53,32 @@ def pytest_collection_modifyitems(items) -> None:
 
 
 @pytest.fixture(scope="session")
-def broker() -> redis.Redis:
+def broker(tmp_path_factory) -> Iterator[redis.Redis]:
+    """The machine's Redis (CELERY_BROKER_URL); where none answers, one of our own."""
     client = redis.Redis.from_url(settings.CELERY_BROKER_URL)
-    try:
-        client.ping()
-    except redis.ConnectionError:
+    if _answers(client):
+        yield client
+        return
+    if not shutil.which("redis-server"):
         pytest.fail(
-            f"The queue tests need Redis at {settings.CELERY_BROKER_URL} (CELERY_BROKER_URL): "
-            "start it, e.g. `redis-server --daemonize yes --port 6379 --save ''`."
+            f"The queue tests need Redis: none answers at {settings.CELERY_BROKER_URL} "
+            "(CELERY_BROKER_URL) and redis-server is not installed (make system-deps)."
         )
-    return client
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
+    _use_broker(server.url)
+    try:
+        yield redis.Redis.from_url(server.url)
+    finally:
+        server.stop()
+
+
+def _use_broker(url: str) -> None:
+    """Send to ``url`` from now on (Celery reads CELERY_BROKER_URL from the environment
+    before its configuration)."""
+    os.environ["CELERY_BROKER_URL"] = url
+    app.conf.broker_url = url
+    app._after_fork()  # forget the connections to the other broker
 
 
 @pytest.fixture
@@ -111,7 +128,7 @@ class Workers:
             **os.environ,
             "DJANGO_SETTINGS_MODULE": "config.settings_test",
             "CELERY_TASK_ALWAYS_EAGER": "0",
-            "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
+            "CELERY_BROKER_URL": app.conf.broker_url,
             "RUNS_QUEUE": self.queue,
             "DATABASE_URL": _database_url(),
             # Long enough for the 30-second step the cancel tests stop.
@@ -264,3 +281,69 @@ def eventually(check: Callable[[], object], timeout: float = 30.0, every: float 
 
 def status_of(run_id) -> str:
     return Run.objects.filter(pk=run_id).values_list("status", flat=True).get()
+
+
+class RedisServer:
+    """A Redis of one test's own (no persistence, like the machine's), to restart."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [
+                "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.directory),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        client = redis.Redis(port=self.port)
+        eventually(lambda: _answers(client), timeout=10)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+
+def _answers(client: redis.Redis) -> bool:
+    try:
+        return bool(client.ping())
+    except redis.ConnectionError:
+        return False
+
+
+@pytest.fixture
+def own_broker(queue, tmp_path) -> Iterator[RedisServer]:
+    """The test process and its workers use a Redis of their own, which the test may
+    restart (the machine's is shared with everything else)."""
+    if not shutil.which("redis-server"):
+        pytest.fail("This test starts its own Redis: install Debian's redis-server.")
+    server = RedisServer(tmp_path)
+    server.start()
+    shared = app.conf.broker_url
+    _use_broker(server.url)
+    try:
+        yield server
+    finally:
+        _use_broker(shared)
+        server.stop()

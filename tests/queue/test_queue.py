@@ -13,6 +13,7 @@ import time
 
 import httpx
 import pytest
+import redis
 
 from tests.conftest import Personas, code_action, http_action
 from tests.queue.conftest import api, eventually, status_of
@@ -293,3 +294,27 @@ def test_a_burst_of_slow_runs_holds_no_web_thread(personas, live_server, workers
     for answer in answers:
         viewer.post(f"/runs/{answer.json()['id']}/cancel/")
     assert not Run.objects.exclude(status="cancelled").exists()
+
+
+def test_a_broker_restart_loses_no_run_and_runs_none_twice(
+    personas, live_server, workers, target, own_broker, queue
+):
+    """The broker really restarts (no persistence: its queue is gone), with one run in
+    progress and four queued behind it."""
+    workflow, _ = _http_workflow(personas, f"{target.url}/sleep/2/a")
+    workers.start(concurrency=1, CELERY_BROKER_URL=own_broker.url)
+    client = api(live_server, personas.member_use)
+    run_ids = [
+        client.post(f"/workflows/{workflow.pk}/runs/", json={}).json()["id"] for _ in range(5)
+    ]
+    eventually(lambda: target.requests, timeout=30)
+    assert redis.Redis.from_url(own_broker.url).llen(queue) >= 3  # waiting in the broker
+
+    own_broker.restart()
+    after = client.post(f"/workflows/{workflow.pk}/runs/", json={})  # the web reconnects
+
+    assert after.status_code == 202, after.text
+    run_ids.append(after.json()["id"])
+    eventually(lambda: all(status_of(run_id) == "succeeded" for run_id in run_ids), timeout=90)
+    time.sleep(1)
+    assert len(target.requests) == 6
