@@ -241,12 +241,13 @@ else:
 # service); otherwise the app refuses to start.
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL") or REDIS_URL
 if not CELERY_BROKER_URL and DEBUG:
-    CELERY_BROKER_URL = "filesystem://"
+    CELERY_BROKER_URL = "filesystem://localhost/"
     _queue_folder = VAR_DIR / "queue"
     _queue_folder.mkdir(parents=True, exist_ok=True)
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(_queue_folder),
         "data_folder_out": str(_queue_folder),
+        "control_folder": str(_queue_folder / "control"),
         "polling_interval": 0.1,
     }
 if not CELERY_BROKER_URL:
@@ -308,6 +309,7 @@ REST_FRAMEWORK = {
         "writes": env_str("API_WRITE_RATE", "120/min"),
         "failed_logins_per_address": env_str("API_FAILED_LOGIN_RATE_PER_ADDRESS", "30/hour"),
         "failed_logins_per_username": env_str("API_FAILED_LOGIN_RATE_PER_USERNAME", "10/hour"),
+        "webhooks": env_str("WEBHOOK_RATE", "60/min"),  # calls of each webhook, any caller
     },
     # Throttles key on the client address: REMOTE_ADDR by default; behind N trusted
     # proxies, the Nth address from the right of X-Forwarded-For (never the client's own).
@@ -327,6 +329,11 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # Runs and their steps both have a "status", with different choices.
+    "ENUM_NAME_OVERRIDES": {
+        "RunStatusEnum": "workflows.models.RunStatus",
+        "StepStatusEnum": "workflows.models.StepStatus",
+    },
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
         "secretsapp.api.schema.add_error_responses",
