@@ -57,6 +57,34 @@ def record_denial(actor: AbstractBaseUser, secret_key: SecretKey, need: str) -> 
     record_event(actor, AuditAction.DENIED, secret_key, {"needed": need})
 
 
+WEBHOOK_ACTIONS = frozenset(
+    {AuditAction.WEBHOOK_CREATED, AuditAction.WEBHOOK_ROTATED, AuditAction.WEBHOOK_REMOVED}
+)
+
+
+def record_webhook_event(
+    actor: AbstractBaseUser,
+    action: AuditAction,
+    organization_id: int,
+    workflow_id: int,
+    workflow_name: str,
+) -> AuditEvent:
+    """A workflow's webhook was set up, given a new token or removed. About no key (its
+    runs' keys get their own ``used`` events); names the workflow, never the token."""
+    if action not in WEBHOOK_ACTIONS:
+        raise ValueError(f"{action} is not a webhook event.")
+    event = _audit_event(
+        actor,
+        action,
+        organization_id,
+        None,
+        "",
+        {"workflow_id": workflow_id, "workflow_name": workflow_name},
+    )
+    event.save()
+    return event
+
+
 def record_key_uses(
     actor: AbstractBaseUser,
     organization_id: int,

@@ -424,6 +424,11 @@ class AuditAction(models.TextChoices):
     DELETED = "deleted", "Deleted"
     USED = "used", "Used"
     DENIED = "denied", "Permission denied"
+    # Not about a key (``secret_key_id`` is null): a workflow's webhook, whose runs act with
+    # the rights of whoever set it up. ``changes`` names the workflow, never the token.
+    WEBHOOK_CREATED = "webhook_created", "Webhook created"
+    WEBHOOK_ROTATED = "webhook_rotated", "Webhook token rotated"
+    WEBHOOK_REMOVED = "webhook_removed", "Webhook removed"
 
 
 class AuditEvent(models.Model):
