@@ -35,6 +35,8 @@ handler500 = "secretsapp.api.conventions.server_error"
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/v1/", include((api_v1, "api"), namespace="api")),
+    # Outside /api/v1/: the token in the URL is the credential, not a session or API token.
+    path("hooks/<path:token>/", workflows_api.WebhookTriggerView.as_view(), name="webhook-trigger"),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     # The split view serves Swagger UI's start-up script as a file: no inline script (CSP).
     path(

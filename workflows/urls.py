@@ -20,6 +20,8 @@ urlpatterns = [
         views.action_delete,
         name="action_delete",
     ),
+    path("<int:workflow_id>/webhook/", views.webhook_save, name="webhook"),
+    path("<int:workflow_id>/webhook/remove/", views.webhook_remove, name="webhook_remove"),
     path("<int:workflow_id>/run/", views.workflow_run, name="run_workflow"),
     path("<int:workflow_id>/runs/", views.run_list, name="runs"),
     path("runs/<uuid:run_id>/", views.run_detail, name="run"),

@@ -21,7 +21,7 @@ from django_htmx.http import HttpResponseClientRefresh
 from secretsapp import access as secret_access
 from secretsapp.access import require_signed_in_member
 from secretsapp.models import SecretKey
-from workflows import access, reading, runs, services
+from workflows import access, reading, runs, services, webhooks
 from workflows.forms import ROW_KINDS, config_from_post, errors_by_field, rows_for_display
 from workflows.http import METHODS
 from workflows.models import Action, ActionType, Run, Workflow
@@ -122,6 +122,7 @@ def _builder(
     invalid: dict | None = None,
     status: int = 200,
     settings_form: dict | None = None,
+    new_webhook_url: str | None = None,
 ):
     # Editors change a workflow only while they may Use every key it references.
     refusal = access.change_refusal(request.user, workflow)
@@ -159,6 +160,7 @@ def _builder(
         "builder_data": builder_data,
         "recent_runs": workflow.runs.order_by("-created_at")[:5],
         "settings_form": settings_form or _settings_form(workflow=workflow),
+        "webhook_panel": _webhook_panel(request, workflow, can_edit, new_webhook_url),
         "nav": "workflows",
     }
     return render(request, "workflows/workflow_edit.html", context, status=status)
@@ -364,3 +366,51 @@ def run_list(request: HttpRequest, workflow_id: int) -> HttpResponse:
     return render(
         request, "workflows/run_list.html", {"workflow": workflow, "runs": page, "nav": "workflows"}
     )
+
+
+# --- Webhooks ----------------------------------------------------------------------------
+
+
+def _webhook_panel(
+    request: HttpRequest, workflow: Workflow, can_edit: bool, new_url: str | None = None
+) -> dict[str, Any]:
+    """The webhook panel of the builder: whether there is one, whose rights its runs use,
+    its last use; ``new_url`` (with the token) only in the answer to its creation."""
+    webhook = webhooks.of_workflow(workflow)
+    return {
+        "workflow": workflow,
+        "webhook": webhook,
+        "url_prefix": webhooks.url_prefix(request, webhook) if webhook else "",
+        "creator_gone": webhook is not None and not webhooks.may_lend_rights(webhook),
+        "can_edit": can_edit,
+        "new_url": new_url,
+    }
+
+
+@login_required
+@require_POST
+def webhook_save(request: HttpRequest, workflow_id: int) -> HttpResponse:
+    """Set up the webhook, or give it a new token. The answer shows its URL with the
+    token, this once: rendered, never stored, redirected to or put in a URL, and not
+    cached (a reload shows the page without it). htmx swaps in the panel alone."""
+    workflow = access.get_workflow_for_user(request.user, workflow_id, need="edit")
+    webhook, token = webhooks.create_or_rotate(request.user, workflow)
+    new_url = webhooks.url(request, token)
+    if request.htmx:
+        panel = _webhook_panel(request, workflow, True, new_url)
+        response = render(request, "workflows/webhook_panel.html", {"webhook_panel": panel})
+    else:
+        response = _builder(request, webhook.workflow, new_webhook_url=new_url)
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+@login_required
+@require_POST
+def webhook_remove(request: HttpRequest, workflow_id: int) -> HttpResponse:
+    workflow = access.get_workflow_for_user(request.user, workflow_id, need="edit")
+    if webhooks.remove(request.user, workflow):
+        messages.success(request, "Webhook removed: its URL no longer starts runs.")
+    else:
+        messages.info(request, "This workflow has no webhook.")
+    return redirect(f"{workflow.get_absolute_url()}#webhook-panel")

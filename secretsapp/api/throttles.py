@@ -53,3 +53,17 @@ class FailedLoginByUsernameThrottle(_FailedLoginThrottle):
         # Hashed: the cache key must not hold arbitrary client text.
         ident = hashlib.sha256(username.strip().lower().encode()).hexdigest()
         return self.cache_format % {"scope": self.scope, "ident": ident}
+
+
+class WebhookRateThrottle(SimpleRateThrottle):
+    """Limits the calls of each webhook (``POST /hooks/<token>/``), whoever makes them:
+    the token is the caller. The view finds the webhook first; unknown tokens are 404s
+    that cost one indexed lookup and are not counted."""
+
+    scope = "webhooks"
+
+    def get_cache_key(self, request, view) -> str | None:
+        webhook = getattr(view, "webhook", None)
+        if webhook is None:
+            return None
+        return self.cache_format % {"scope": self.scope, "ident": webhook.pk}

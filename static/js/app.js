@@ -494,3 +494,27 @@
 
   renderAllChips();
 })();
+
+// --- Copy buttons: [data-copy="<field id>"] copies that field's text -----------------------
+// (the webhook URL, shown once). [data-copy-status="<field id>"] says what happened.
+
+(function () {
+  document.addEventListener("click", async (event) => {
+    const button = event.target.closest("[data-copy]");
+    if (!button) return;
+    const field = document.getElementById(button.dataset.copy);
+    if (!field) return;
+    const status = document.querySelector(`[data-copy-status="${button.dataset.copy}"]`);
+    let copied = false;
+    try {
+      await navigator.clipboard.writeText(field.value);
+      copied = true;
+    } catch (error) {
+      // No Clipboard API (a plain-HTTP origin, an older browser): the selection, copied.
+      field.focus();
+      field.select();
+      copied = document.execCommand("copy");
+    }
+    if (status) status.textContent = copied ? "Copied." : "Selected: press Ctrl+C (⌘C on a Mac) to copy.";
+  });
+})();

@@ -8,7 +8,7 @@ from rest_framework import serializers
 
 from secretsapp.api.conventions import StrictCharField
 from secretsapp.models import NAME_MAX_LENGTH, get_membership
-from workflows import services
+from workflows import services, webhooks
 from workflows.models import (
     Action,
     ActionType,
@@ -17,6 +17,7 @@ from workflows.models import (
     RunStep,
     RunTrigger,
     StepStatus,
+    Webhook,
     Workflow,
 )
 
@@ -205,3 +206,37 @@ class ExecuteResultSerializer(serializers.Serializer):
     output = serializers.JSONField(allow_null=True)
     error = serializers.CharField(allow_blank=True)
     duration_ms = serializers.IntegerField(allow_null=True)
+
+
+# --- Webhooks ----------------------------------------------------------------------------
+
+
+class WebhookSerializer(serializers.ModelSerializer):
+    """A workflow's webhook as it may be shown again: without its token."""
+
+    url_prefix = serializers.SerializerMethodField(
+        help_text="The webhook's URL up to the first characters of its token, to tell tokens "
+        "apart. The full URL was shown once, when the token was made."
+    )
+    created_by = serializers.IntegerField(
+        source="created_by_id",
+        read_only=True,
+        help_text="Whose rights its runs use: who set it up or last rotated its token.",
+    )
+
+    class Meta:
+        model = Webhook
+        fields = ["url_prefix", "created_by", "created_at", "last_used_at"]
+        read_only_fields = fields
+
+    def get_url_prefix(self, webhook: Webhook) -> str:
+        return webhooks.url_prefix(self.context["request"], webhook)
+
+
+class WebhookCreatedSerializer(serializers.Serializer):
+    """A new webhook token, shown this once: only its hash is kept."""
+
+    url = serializers.URLField(help_text="POST a JSON object of inputs here to start a run.")
+    token = serializers.CharField(help_text="Shown this once. Rotate to get a new one.")
+    created_by = serializers.IntegerField(help_text="Whose rights its runs use: yours.")
+    created_at = serializers.DateTimeField()

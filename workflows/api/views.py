@@ -6,6 +6,7 @@ objects are 404. Every member (viewers too) reads and runs; admins and members w
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from django.db.models import Prefetch, prefetch_related_objects
@@ -14,20 +15,26 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import exceptions, mixins, status, viewsets
 from rest_framework.decorators import action as route
-from rest_framework.permissions import SAFE_METHODS, IsAuthenticated
+from rest_framework.permissions import SAFE_METHODS, AllowAny, IsAuthenticated
 from rest_framework.response import Response
+from rest_framework.views import APIView
 
 from secretsapp.access import as_id
 from secretsapp.api.conventions import WRITE_METHODS, IsOrganizationMember, organization_id
-from workflows import access, reading, runs, services
+from secretsapp.api.throttles import WebhookRateThrottle
+from workflows import access, reading, runs, services, webhooks
 from workflows.api.serializers import (
     ActionSerializer,
     ExecuteResultSerializer,
     RunRequestSerializer,
     RunSerializer,
+    WebhookCreatedSerializer,
+    WebhookSerializer,
     WorkflowSerializer,
 )
-from workflows.models import Action, Run, Workflow
+from workflows.models import Action, Run, Webhook, Workflow
+
+logger = logging.getLogger(__name__)
 
 ACTIONS_IN_ORDER = Prefetch("actions", queryset=Action.objects.order_by("position"))
 
@@ -94,6 +101,53 @@ class WorkflowViewSet(viewsets.ModelViewSet):
         return Response(
             RunSerializer(run).data, status=_run_status(run), headers=_located(request, run)
         )
+
+    @extend_schema(
+        methods=["GET"],
+        request=None,
+        responses={200: WebhookSerializer},
+        description="The workflow's webhook, without its token; 404 if it has none.",
+    )
+    @extend_schema(
+        methods=["POST"],
+        request=None,
+        responses={201: WebhookCreatedSerializer},
+        description="Set up the workflow's webhook, or rotate its token (the old one stops "
+        "working at once). The answer holds the token: the only time it is shown. Its runs "
+        "act with your rights, checked again when each starts. Needs what changing the "
+        "workflow needs: 403 otherwise, whose `detail` names no key.",
+    )
+    @extend_schema(
+        methods=["DELETE"],
+        request=None,
+        responses={204: None},
+        description="Remove the workflow's webhook: its token stops working. 404 if it has "
+        "none. Needs what changing the workflow needs.",
+    )
+    @route(detail=True, methods=["get", "post", "delete"])
+    def webhook(self, request, pk: str | None = None) -> Response:
+        workflow = access.get_workflow_for_user(request.user, pk)
+        if request.method == "POST":
+            webhook, token = webhooks.create_or_rotate(request.user, workflow)
+            created = {
+                "url": webhooks.url(request, token),
+                "token": token,
+                "created_by": webhook.created_by_id,
+                "created_at": webhook.created_at,
+            }
+            return Response(
+                WebhookCreatedSerializer(created).data,
+                status=status.HTTP_201_CREATED,
+                headers={"Cache-Control": "no-store"},
+            )
+        if request.method == "DELETE":
+            if not webhooks.remove(request.user, workflow):
+                raise exceptions.NotFound(NO_WEBHOOK)
+            return Response(status=status.HTTP_204_NO_CONTENT)
+        webhook = webhooks.of_workflow(workflow)
+        if webhook is None:
+            raise exceptions.NotFound(NO_WEBHOOK)
+        return Response(WebhookSerializer(webhook, context={"request": request}).data)
 
 
 def _start_run(request, workflow: Workflow, action: Action | None = None) -> Run:
@@ -220,3 +274,77 @@ class Conflict(exceptions.APIException):
     status_code = status.HTTP_409_CONFLICT
     default_detail = "Conflict."
     default_code = "conflict"
+
+
+# --- Webhooks ----------------------------------------------------------------------------
+
+NO_WEBHOOK = "This workflow has no webhook."
+# The same answer for a token that never existed, was rotated away or removed.
+UNKNOWN_HOOK = "No webhook has this URL: it may have been removed or given a new token."
+
+
+class WebhookTriggerView(APIView):
+    """``POST /hooks/<token>/``: the token in the URL is the only credential. No session,
+    no CSRF (nothing of a browser's is used), JSON bodies only, throttled per webhook."""
+
+    authentication_classes: list = []
+    permission_classes = [AllowAny]
+    throttle_classes = [WebhookRateThrottle]
+    http_method_names = ["post"]
+
+    webhook: Webhook | None = None
+
+    def initial(self, request, *args: Any, **kwargs: Any) -> None:
+        # Found before the throttle runs: it counts the calls of each webhook. (Other
+        # methods are 405s, counted against no webhook.)
+        if request.method.lower() in self.http_method_names:
+            self.webhook = webhooks.find(kwargs["token"])
+            if self.webhook is None:
+                raise exceptions.NotFound(UNKNOWN_HOOK)
+        super().initial(request, *args, **kwargs)
+
+    @extend_schema(
+        operation_id="hooks_trigger",
+        auth=[],
+        request={"application/json": OpenApiTypes.OBJECT},
+        responses={202: RunSerializer},
+        description="Start a run of the webhook's workflow: the JSON object's fields are "
+        "its inputs. 202 with the queued run (its URL, for signed-in members, in "
+        "`Location`). The run acts with the rights of whoever set the webhook up, checked "
+        "again when it starts. 404 for an unknown, rotated or removed token; 400 for a body "
+        "that is not an object of the workflow's inputs (nothing is queued); 403 if the "
+        "person who set it up is no longer a member; 429 past the webhook's rate "
+        "(WEBHOOK_RATE).",
+    )
+    def post(self, request, token: str) -> Response:
+        run = webhooks.trigger(self.webhook, request.data)
+        return Response(
+            RunSerializer(_shown(self.webhook.created_by, run.pk)).data,
+            status=status.HTTP_202_ACCEPTED,
+            headers=_located(request, run),
+        )
+
+    # Django logs every 4xx and 5xx with the request's path, and here the path holds the
+    # token: those answers are logged here instead, naming the webhook by id.
+
+    def handle_exception(self, exc: Exception) -> Response:
+        try:
+            return super().handle_exception(exc)
+        except Exception:  # what DRF re-raises for Django to log and answer 500
+            logger.exception("A call of webhook %s failed.", self._webhook_id())
+            return Response({"detail": "Server error."}, status=500)
+
+    def finalize_response(self, request, response, *args: Any, **kwargs: Any):
+        response = super().finalize_response(request, response, *args, **kwargs)
+        if response.status_code >= 400:
+            response._has_been_logged = True  # django.utils.log.log_response skips it
+            if response.status_code < 500:
+                logger.warning(
+                    "A call of webhook %s was refused: %s.",
+                    self._webhook_id(),
+                    response.status_code,
+                )
+        return response
+
+    def _webhook_id(self) -> str:
+        return str(self.webhook.pk) if self.webhook is not None else "(unknown token)"
