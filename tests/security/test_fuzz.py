@@ -41,7 +41,7 @@ from secretsapp import services as secret_services
 from secretsapp.models import Access, Role, SecretKey
 from tests.conftest import RESTRICTED_VALUE, TEAM_VALUE, _EchoHandler, code_action, http_action
 from tests.factories import PASSWORD, MembershipFactory, OrganizationFactory
-from workflows import runs
+from workflows import runs, webhooks
 from workflows import services as workflow_services
 from workflows.models import Run
 
@@ -164,6 +164,7 @@ def _build_world(echo_url: str) -> World:
         config=http_action(f"{echo_url}/echo"),
     )
     foreign_run = runs.enqueue(outsider, foreign_action.workflow, action=foreign_action, inputs={})
+    _, hook_token = webhooks.create_or_rotate(member, workflow)
 
     return World(
         tokens={
@@ -181,6 +182,7 @@ def _build_world(echo_url: str) -> World:
             "workflows": [workflow.pk, foreign_workflow.pk],
             "actions": [compute.pk, call.pk, foreign_action.pk],
             "runs": [str(queued.pk), str(run.pk), str(foreign_run.pk)],
+            "hooks": [hook_token],  # the token of the workflow's webhook
         },
         workflow_inputs=workflow.inputs,
     )
@@ -451,6 +453,23 @@ def _examples(world: World) -> dict[str, tuple[str, dict[str, Any]]]:
         "GET /api/v1/runs/": (member, {"query": {"workflow": ids["workflows"]}}),
         "GET /api/v1/runs/{id}/": (member, {"path_parameters": {"id": ids["runs"]}}),
         "POST /api/v1/runs/{id}/cancel/": (member, {"path_parameters": {"id": ids["runs"]}}),
+        "GET /api/v1/workflows/{id}/webhook/": (
+            member,
+            {"path_parameters": {"id": ids["workflows"]}},
+        ),
+        "POST /api/v1/workflows/{id}/webhook/": (
+            member,
+            {"path_parameters": {"id": ids["workflows"]}},
+        ),
+        "DELETE /api/v1/workflows/{id}/webhook/": (
+            member,
+            {"path_parameters": {"id": ids["workflows"]}},
+        ),
+        # The token is the credential; the member's API token, sent too, is ignored.
+        "POST /hooks/{token}/": (
+            member,
+            {"path_parameters": {"token": ids["hooks"]}, "body": {"day": "fri"}},
+        ),
     }
 
 

@@ -52,9 +52,9 @@ from secretsapp.models import (
 )
 from tests.conftest import PERSONA_NAMES, RESTRICTED_VALUE, TEAM_VALUE, http_action
 from tests.factories import PASSWORD, MembershipFactory, OrganizationFactory
-from workflows import runs
+from workflows import runs, webhooks
 from workflows import services as workflow_services
-from workflows.models import Action, Run, Workflow
+from workflows.models import Action, Run, Webhook, Workflow
 
 FOREIGN_VALUE = "globex-value-Wx6!not-for-eyes"
 SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
@@ -230,6 +230,13 @@ POLICIES: dict[str, dict[str, Allow]] = {
         "DELETE": Allow(EDITOR, 204),
     },
     "api:workflow-runs": {"POST": Allow(MEMBER, 200)},  # viewers run workflows
+    # Every member sees whether there is one; setting it up, rotating or removing it is
+    # a change of the workflow (its runs act with the rights of whoever set it up).
+    "api:workflow-webhook": {
+        "GET": Allow(MEMBER),
+        "POST": Allow(EDITOR, 201),
+        "DELETE": Allow(EDITOR, 204),
+    },
     "api:action-list": {"GET": Allow(MEMBER), "POST": Allow(EDITOR, 201)},
     "api:action-detail": {
         "GET": Allow(MEMBER),
@@ -252,6 +259,8 @@ POLICIES: dict[str, dict[str, Allow]] = {
     "workflows:action_move": {"POST": Allow(EDITOR, 302)},
     "workflows:action_delete": {"POST": Allow(EDITOR, 302)},
     "workflows:run_workflow": {"POST": Allow(MEMBER, 302)},
+    "workflows:webhook": {"POST": Allow(EDITOR)},  # htmx: the panel, with the new URL once
+    "workflows:webhook_remove": {"POST": Allow(EDITOR, 302)},
     "workflows:runs": {"GET": Allow(MEMBER)},
     "workflows:run": {"GET": Allow(MEMBER)},
     "secretsapp:keys": {"GET": Allow(MEMBER)},
@@ -278,6 +287,9 @@ EXCLUDED = {
     "api-docs": "Swagger UI: a static page that reads the schema",
     "login": "signing in must be reachable without being signed in",
     "logout": "ends the caller's own session; there is nothing of anyone else to reach",
+    "webhook-trigger": "its credential is the token in the URL, not a persona: calls with "
+    "every kind of token are in tests/workflows/test_webhooks.py and "
+    "tests/security/test_webhooks.py",
 }
 STATIC_REASON = "static files: public assets, no data (served by whitenoise)"
 
@@ -757,6 +769,12 @@ def _build_world() -> World:
     ids["action-elsewhere"] = second_workflow.actions.get(position=1).pk
     ids["foreign-action"] = foreign_workflow.actions.get(position=1).pk
     runs.enqueue(users["member_use"], acme_workflow, {})  # a finished run in the lists
+    for owner, with_webhook in (
+        ("member_use", acme_workflow),
+        ("member_use", keyed_workflow),
+        ("outsider", foreign_workflow),
+    ):
+        webhooks.create_or_rotate(users[owner], with_webhook)
     # Still queued (never sent to a worker), so that cancelling it is allowed or refused
     # by who asks, not by its state; bob started it: viewers may not cancel it.
     ids["run"] = Run.objects.create(
@@ -834,6 +852,9 @@ def fingerprint() -> dict[str, list]:
             )
         ),
         "runs": list(Run.objects.order_by("pk").values_list("pk", "status")),
+        "webhooks": list(
+            Webhook.objects.order_by("pk").values_list("pk", "workflow_id", "token_hash")
+        ),
         "audit events": list(
             AuditEvent.objects.exclude(action=AuditAction.DENIED)
             .order_by("pk")
