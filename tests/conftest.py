@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import quote, unquote
 
+import httpx
 import pytest
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.cache import cache
@@ -16,7 +17,12 @@ from rest_framework.test import APIClient
 
 from secretsapp import services
 from secretsapp.models import Access, Organization, OrganizationGroup, Role, SecretKey
-from tests.factories import MembershipFactory, OrganizationFactory, OrganizationGroupFactory
+from tests.factories import (
+    PASSWORD,
+    MembershipFactory,
+    OrganizationFactory,
+    OrganizationGroupFactory,
+)
 
 RESTRICTED_VALUE = "restricted-value-Zq8#not-for-eyes"
 
@@ -196,3 +202,31 @@ def echo_server():
     yield server
     server.shutdown()
     server.server_close()
+
+
+def api(live_server, user, timeout: float = 30) -> httpx.Client:
+    """The API over real HTTP, with the user's token."""
+    token, _ = Token.objects.get_or_create(user=user)
+    return httpx.Client(
+        base_url=f"{live_server.url}/api/v1",
+        # No keep-alive: a connection left open would outlive the test in a server thread.
+        headers={"Authorization": f"Token {token.key}", "Connection": "close"},
+        timeout=timeout,
+    )
+
+
+def browser(live_server, user) -> httpx.Client:
+    """A signed-in session, sending the CSRF token as the pages' htmx does."""
+    client = httpx.Client(base_url=live_server.url, headers={"Connection": "close"}, timeout=30)
+    client.get("/login/")
+    signed_in = client.post(
+        "/login/",
+        data={
+            "username": user.get_username(),
+            "password": PASSWORD,
+            "csrfmiddlewaretoken": client.cookies["csrftoken"],
+        },
+    )
+    assert signed_in.status_code == 302, signed_in.text
+    client.headers["X-CSRFToken"] = client.cookies["csrftoken"]
+    return client

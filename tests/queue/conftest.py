@@ -24,12 +24,10 @@ from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-import httpx
 import pytest
 import redis
 from django.conf import settings
 from django.db import connection
-from rest_framework.authtoken.models import Token
 
 from config.celery import app
 from workflows.models import Run
@@ -256,15 +254,6 @@ def target() -> Iterator[ThreadingHTTPServer]:
     yield server
     server.shutdown()
     server.server_close()
-
-
-def api(live_server, user) -> httpx.Client:
-    token, _ = Token.objects.get_or_create(user=user)
-    return httpx.Client(
-        base_url=f"{live_server.url}/api/v1",
-        headers={"Authorization": f"Token {token.key}", "Connection": "close"},
-        timeout=90,
-    )
 
 
 def eventually(check: Callable[[], object], timeout: float = 30.0, every: float = 0.1):

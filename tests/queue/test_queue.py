@@ -15,8 +15,8 @@ import httpx
 import pytest
 import redis
 
-from tests.conftest import Personas, code_action, http_action
-from tests.queue.conftest import api, eventually, status_of
+from tests.conftest import Personas, api, code_action, http_action
+from tests.queue.conftest import eventually, status_of
 from workflows import services as workflow_services
 from workflows.models import Run, RunStatus
 from workflows.runs import INTERRUPTED
@@ -52,7 +52,7 @@ def _code_workflow(personas: Personas, code: str):
 
 def test_a_run_goes_through_the_queue_to_a_worker(personas, live_server, workers, target):
     workflow, _ = _http_workflow(personas, f"{target.url}/sleep/0.2/a")
-    client = api(live_server, personas.viewer)  # viewers run workflows
+    client = api(live_server, personas.viewer, timeout=90)  # viewers run workflows
 
     queued = client.post(f"/workflows/{workflow.pk}/runs/", json={"inputs": {}})
 
@@ -82,7 +82,7 @@ def test_wait_returns_the_finished_run_or_202_when_it_takes_longer(
 ):
     quick, quick_action = _http_workflow(personas, f"{target.url}/sleep/0/a", name="Quick")
     slow, _ = _http_workflow(personas, f"{target.url}/sleep/4/a", name="Slow")
-    client = api(live_server, personas.member_use)
+    client = api(live_server, personas.member_use, timeout=90)
     workers.start()
 
     finished = client.post(f"/workflows/{quick.pk}/runs/", json={"wait": 30})
@@ -107,10 +107,10 @@ def test_wait_returns_the_finished_run_or_202_when_it_takes_longer(
 
 def test_a_cancelled_queued_run_never_starts(personas, live_server, workers, target):
     workflow, _ = _http_workflow(personas, f"{target.url}/sleep/0/a")
-    runner = api(live_server, personas.member_use)
+    runner = api(live_server, personas.member_use, timeout=90)
     run_id = runner.post(f"/workflows/{workflow.pk}/runs/", json={}).json()["id"]
 
-    viewer = api(live_server, personas.viewer)
+    viewer = api(live_server, personas.viewer, timeout=90)
     refused = viewer.post(f"/runs/{run_id}/cancel/")
     cancelled = runner.post(f"/runs/{run_id}/cancel/")
 
@@ -133,7 +133,7 @@ def test_cancelling_a_running_code_step_kills_its_sandbox(personas, live_server,
     workflow, _ = _code_workflow(personas, "import time\ntime.sleep(30)\nreturn 'slept'")
     quick, _ = _code_workflow(personas, "return 'quick'")
     workers.start(concurrency=1)  # one process: it is free again only once the step stops
-    client = api(live_server, personas.member_use)
+    client = api(live_server, personas.member_use, timeout=90)
     run_id = client.post(f"/workflows/{workflow.pk}/runs/", json={}).json()["id"]
     eventually(lambda: status_of(run_id) == "running")
     time.sleep(1)  # inside the sandbox by now
@@ -155,7 +155,7 @@ def test_cancelling_a_running_code_step_kills_its_sandbox(personas, live_server,
 def test_cancelling_a_running_request_aborts_it(personas, live_server, workers, target):
     workflow, _ = _http_workflow(personas, f"{target.url}/sleep/30/slow")
     workers.start()
-    client = api(live_server, personas.member_use)
+    client = api(live_server, personas.member_use, timeout=90)
     run_id = client.post(f"/workflows/{workflow.pk}/runs/", json={}).json()["id"]
     eventually(lambda: target.requests, timeout=30)
 
@@ -174,7 +174,7 @@ def test_a_worker_killed_mid_run_leaves_it_failed_interrupted_and_never_sends_it
 ):
     workflow, _ = _http_workflow(personas, f"{target.url}/sleep/3/a")
     first = workers.start(concurrency=1)
-    client = api(live_server, personas.member_use)
+    client = api(live_server, personas.member_use, timeout=90)
     run_id = client.post(f"/workflows/{workflow.pk}/runs/", json={}).json()["id"]
     eventually(lambda: target.requests, timeout=30)
 
@@ -201,7 +201,7 @@ def test_reading_a_run_whose_worker_died_marks_it_interrupted(
     """With no worker left to sweep, the next read still tells the truth."""
     workflow, _ = _http_workflow(personas, f"{target.url}/sleep/3/a")
     only = workers.start(concurrency=1)
-    client = api(live_server, personas.member_use)
+    client = api(live_server, personas.member_use, timeout=90)
     run_id = client.post(f"/workflows/{workflow.pk}/runs/", json={}).json()["id"]
     eventually(lambda: target.requests, timeout=30)
     workers.kill(only)
@@ -213,7 +213,7 @@ def test_reading_a_run_whose_worker_died_marks_it_interrupted(
 
 def test_a_message_sent_twice_runs_the_run_once(personas, live_server, workers, target, queue):
     workflow, _ = _http_workflow(personas, f"{target.url}/sleep/1/a")
-    client = api(live_server, personas.member_use)
+    client = api(live_server, personas.member_use, timeout=90)
     run_id = client.post(f"/workflows/{workflow.pk}/runs/", json={}).json()["id"]
     for _ in range(3):  # a redelivery, a resend, a duplicate: all the same run
         execute_run.apply_async((run_id,), queue=queue)
@@ -230,7 +230,7 @@ def test_queued_runs_survive_the_broker_losing_its_messages(
     """Redis here keeps nothing on disk: a restart empties the queue. The runs are rows,
     and the sweeper sends the ones nobody claimed again."""
     workflow, _ = _http_workflow(personas, f"{target.url}/sleep/0/a")
-    client = api(live_server, personas.member_use)
+    client = api(live_server, personas.member_use, timeout=90)
     run_ids = [
         client.post(f"/workflows/{workflow.pk}/runs/", json={}).json()["id"] for _ in range(3)
     ]
@@ -253,8 +253,8 @@ def test_one_organization_cannot_take_every_worker(
     )
     workers.start(concurrency=3, RUNS_PER_ORGANIZATION=2)
     workers.start(concurrency=3, RUNS_PER_ORGANIZATION=2)
-    acme = api(live_server, personas.member_use)
-    globex = api(live_server, personas.outsider)
+    acme = api(live_server, personas.member_use, timeout=90)
+    globex = api(live_server, personas.outsider, timeout=90)
 
     acme_runs = [acme.post(f"/workflows/{busy.pk}/runs/", json={}).json()["id"] for _ in range(6)]
     globex_run = globex.post(f"/workflows/{other.pk}/runs/", json={}).json()["id"]
@@ -273,7 +273,7 @@ def test_a_burst_of_slow_runs_holds_no_web_thread(personas, live_server, workers
     answer comes back queued, and the sign-in page answers meanwhile."""
     workflow, action = _http_workflow(personas, f"{target.url}/sleep/8/slow")
     workers.start(concurrency=2)
-    viewer = api(live_server, personas.viewer)
+    viewer = api(live_server, personas.viewer, timeout=90)
     answers: list = []
 
     def start() -> None:
@@ -303,7 +303,7 @@ def test_a_broker_restart_loses_no_run_and_runs_none_twice(
     progress and four queued behind it."""
     workflow, _ = _http_workflow(personas, f"{target.url}/sleep/2/a")
     workers.start(concurrency=1, CELERY_BROKER_URL=own_broker.url)
-    client = api(live_server, personas.member_use)
+    client = api(live_server, personas.member_use, timeout=90)
     run_ids = [
         client.post(f"/workflows/{workflow.pk}/runs/", json={}).json()["id"] for _ in range(5)
     ]

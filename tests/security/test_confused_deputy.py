@@ -18,11 +18,17 @@ from http.server import ThreadingHTTPServer
 
 import httpx
 import pytest
-from rest_framework.authtoken.models import Token
 
 from secretsapp.models import AuditAction, AuditEvent
-from tests.conftest import RESTRICTED_VALUE, Personas, _EchoHandler, code_action, http_action
-from tests.factories import PASSWORD
+from tests.conftest import (
+    RESTRICTED_VALUE,
+    Personas,
+    _EchoHandler,
+    api,
+    browser,
+    code_action,
+    http_action,
+)
 from workflows.models import Action, Run, Workflow
 
 KEY_NAME = "Stripe live"  # personas.restricted_key
@@ -38,33 +44,6 @@ def attacker_server() -> Iterator[ThreadingHTTPServer]:
     yield server
     server.shutdown()
     server.server_close()
-
-
-def api(live_server, user) -> httpx.Client:
-    token, _ = Token.objects.get_or_create(user=user)
-    return httpx.Client(
-        base_url=f"{live_server.url}/api/v1",
-        # No keep-alive: a connection left open would outlive the test in a server thread.
-        headers={"Authorization": f"Token {token.key}", "Connection": "close"},
-        timeout=30,
-    )
-
-
-def browser(live_server, user) -> httpx.Client:
-    """A signed-in session, sending the CSRF token as the pages' htmx does."""
-    client = httpx.Client(base_url=live_server.url, headers={"Connection": "close"}, timeout=30)
-    client.get("/login/")
-    signed_in = client.post(
-        "/login/",
-        data={
-            "username": user.get_username(),
-            "password": PASSWORD,
-            "csrfmiddlewaretoken": client.cookies["csrftoken"],
-        },
-    )
-    assert signed_in.status_code == 302, signed_in.text
-    client.headers["X-CSRFToken"] = client.cookies["csrftoken"]
-    return client
 
 
 @pytest.fixture
