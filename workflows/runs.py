@@ -201,22 +201,27 @@ def cancel(actor: AbstractBaseUser, run: Run) -> Run:
         raise PermissionDenied(
             "You may cancel only runs you started: viewers cannot stop the runs of others."
         )
-    now = timezone.now()
-    cancelled = Run.objects.filter(
-        pk=run.pk, status__in=[RunStatus.QUEUED, RunStatus.RUNNING]
-    ).update(
-        status=RunStatus.CANCELLED,
-        finished_at=now,
-        cancelled_by=actor,
-        error=f"Cancelled by {actor.get_username()}.",
-        queued_inputs={},
-    )
+    fields = {
+        "status": RunStatus.CANCELLED,
+        "cancelled_by": actor,
+        "error": f"Cancelled by {actor.get_username()}.",
+        "queued_inputs": {},
+    }
+    for _ in range(3):  # it may start (or end) between reading it and cancelling it
+        state = Run.objects.filter(pk=run.pk).values("status", "started_at").get()
+        if state["status"] not in (RunStatus.QUEUED, RunStatus.RUNNING):
+            run.refresh_from_db()
+            raise CannotCancel(f"This run has already ended ({run.get_status_display().lower()}).")
+        now = timezone.now()
+        duration = _milliseconds(now - state["started_at"]) if state["started_at"] else None
+        # One statement, and only from the state just read: never a half-cancelled run.
+        if Run.objects.filter(pk=run.pk, **state).update(
+            finished_at=now, duration_ms=duration, **fields
+        ):
+            break
+    else:
+        raise CannotCancel("The run kept changing state; try again.")
     run.refresh_from_db()
-    if not cancelled:
-        raise CannotCancel(f"This run has already ended ({run.get_status_display().lower()}).")
-    if run.started_at is not None:
-        Run.objects.filter(pk=run.pk).update(duration_ms=_milliseconds(now - run.started_at))
-        run.refresh_from_db()
     return run
 
 

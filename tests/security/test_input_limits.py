@@ -268,7 +268,7 @@ def test_an_action_at_every_limit_at_once_is_accepted(targets):
 
     response = _send(api_client_for(targets.personas.admin), "post", "/api/v1/actions/", body)
 
-    assert response.status_code == 200, response.content[:500]
+    assert response.status_code == 201, response.content[:500]
     assert Action.objects.get(name="Largest").config["body"]["raw"] == raw
 
 

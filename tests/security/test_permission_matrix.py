@@ -248,6 +248,9 @@ POLICIES: dict[str, dict[str, Allow]] = {
     "api:run-detail": {"GET": Allow(MEMBER)},
     # Whoever started the run, and members and admins; viewers may not stop others' runs.
     "api:run-cancel": {"POST": Allow(EDITOR)},
+    "workflows:run_live": {"GET": Allow(MEMBER)},  # htmx: the run page's live part
+    # bob started the run: a viewer may not cancel it (a viewer's own run: test_views.py)
+    "workflows:run_cancel": {"POST": Allow(EDITOR, 302)},
     "/": {"GET": Allow(REDIRECT, 302)},
     "workflows:list": {"GET": Allow(MEMBER)},
     "workflows:create": {"POST": Allow(EDITOR, 302)},

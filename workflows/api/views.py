@@ -157,11 +157,12 @@ def _start_run(request, workflow: Workflow, action: Action | None = None) -> Run
     payload.is_valid(raise_exception=True)
     run = runs.enqueue(request.user, workflow, payload.validated_data["inputs"], action=action)
     run = runs.wait_for(run, payload.validated_data["wait"])
-    return _shown(request.user, run.pk)
+    return _shown(request.user, run)
 
 
-def _shown(user, run_id) -> Run:
-    run = Run.objects.prefetch_related("steps").get(pk=run_id)
+def _shown(user, run: Run) -> Run:
+    """``run`` (as just read) with its steps, as ``user`` may see it."""
+    prefetch_related_objects([run], "steps")
     reading.show_runs(user, [run])
     return run
 
@@ -264,10 +265,10 @@ class RunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gene
     def cancel(self, request, pk: str | None = None) -> Response:
         run = access.get_run_for_user(request.user, pk)
         try:
-            runs.cancel(request.user, run)
+            run = runs.cancel(request.user, run)
         except runs.CannotCancel as refusal:
             raise Conflict(str(refusal)) from None
-        return Response(RunSerializer(_shown(request.user, run.pk)).data)
+        return Response(RunSerializer(_shown(request.user, run)).data)
 
 
 class Conflict(exceptions.APIException):
@@ -319,7 +320,7 @@ class WebhookTriggerView(APIView):
     def post(self, request, token: str) -> Response:
         run = webhooks.trigger(self.webhook, request.data)
         return Response(
-            RunSerializer(_shown(self.webhook.created_by, run.pk)).data,
+            RunSerializer(_shown(self.webhook.created_by, run)).data,
             status=status.HTTP_202_ACCEPTED,
             headers=_located(request, run),
         )
