@@ -22,12 +22,13 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
+from secretsapp import audit
 from secretsapp.access import WorkflowChangeRefused
-from secretsapp.models import SecretKey
+from secretsapp.models import AuditAction, SecretKey
 from secretsapp.services import UNSET, clean_name
 from workflows import access
 from workflows.configs import clean_config, stored_references
-from workflows.models import Action, ActionType, SecretReference, Workflow
+from workflows.models import Action, ActionType, SecretReference, Webhook, Workflow
 from workflows.references import IDENTIFIER, Kind, Reference, renumber_steps
 
 if TYPE_CHECKING:
@@ -138,6 +139,15 @@ def delete_workflow(actor: AbstractBaseUser, workflow: Workflow) -> None:
     with transaction.atomic():
         workflow = Workflow.objects.select_for_update().get(pk=workflow.pk)
         access.require_change(actor, workflow)
+        if Webhook.objects.filter(workflow=workflow).exists():
+            # Its token stops working with it: as audited as removing the webhook.
+            audit.record_webhook_event(
+                actor,
+                AuditAction.WEBHOOK_REMOVED,
+                workflow.organization_id,
+                workflow.pk,
+                workflow.name,
+            )
         workflow.delete()
 
 

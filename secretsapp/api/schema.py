@@ -36,7 +36,12 @@ def add_error_responses(result: dict[str, Any], generator, request, public) -> d
     reference = {"$ref": "#/components/schemas/Error"}
     for path, operations in result.get("paths", {}).items():
         for method, operation in operations.items():
-            codes = ["400", "429"] if path.endswith("/auth/token/") else ["401", "403", "429"]
+            if path.endswith("/auth/token/"):
+                codes = ["400", "429"]
+            elif path.startswith("/hooks/"):  # the token is the credential: no 401
+                codes = ["403", "429"]
+            else:
+                codes = ["401", "403", "429"]
             if method in ("post", "put", "patch") or operation.get("parameters"):
                 codes.append("400")
             if method in ("post", "put", "patch"):

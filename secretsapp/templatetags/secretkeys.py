@@ -57,4 +57,6 @@ def describe_changes(event: AuditEvent) -> str:
         return f"needed {str(changes.get('needed', '')).title()}"
     if event.action == AuditAction.DELETED:
         return f"at version {changes.get('version', '?')}"
+    if "workflow_name" in changes:  # a workflow's webhook: set up, rotated or removed
+        return f"workflow “{changes['workflow_name']}”"
     return ""

@@ -20,6 +20,7 @@ from django.test import Client
 from secretsapp import services as secret_services
 from secretsapp.api.throttles import WebhookRateThrottle
 from secretsapp.models import AuditAction, AuditEvent
+from secretsapp.templatetags.secretkeys import describe_changes
 from tests.conftest import RESTRICTED_VALUE, Personas, api_client_for, http_action
 from workflows import services, webhooks
 from workflows.api.views import UNKNOWN_HOOK
@@ -559,3 +560,18 @@ def test_the_page_says_when_the_person_who_set_it_up_left(
     secret_services.remove_member(personas.admin, personas.member_use.membership)
     html = _page_client(personas.admin).get(_edit(plain_workflow)).content.decode()
     assert "bob-use is no longer a member of the organization" in html
+
+
+def test_deleting_the_workflow_audits_its_webhook_as_removed(personas: Personas, plain_workflow):
+    created = _create(personas.member_nothing, plain_workflow)
+
+    deleted = api_client_for(personas.member_nothing).delete(
+        f"/api/v1/workflows/{plain_workflow.pk}/"
+    )
+
+    assert deleted.status_code == 204
+    assert webhooks.find(created["token"]) is None
+    removed = AuditEvent.objects.get(action=AuditAction.WEBHOOK_REMOVED)
+    assert removed.actor == personas.member_nothing
+    assert removed.changes == {"workflow_id": plain_workflow.pk, "workflow_name": "Ping"}
+    assert describe_changes(removed) == "workflow “Ping”"  # as the audit log reads it
