@@ -15,9 +15,11 @@ import httpx
 import pytest
 import redis
 
+from secretsapp import services as secret_services
 from tests.conftest import Personas, api, code_action, http_action
 from tests.queue.conftest import eventually, status_of
 from workflows import services as workflow_services
+from workflows import webhooks
 from workflows.models import Run, RunStatus
 from workflows.runs import INTERRUPTED
 from workflows.tasks import execute_run
@@ -318,3 +320,47 @@ def test_a_broker_restart_loses_no_run_and_runs_none_twice(
     eventually(lambda: all(status_of(run_id) == "succeeded" for run_id in run_ids), timeout=90)
     time.sleep(1)
     assert len(target.requests) == 6
+
+
+def test_a_webhook_run_goes_through_the_queue_with_its_creators_rights_of_the_moment(
+    personas, live_server, workers, target
+):
+    """bob set the webhook up; the key it sends is granted to him. Between the call and the
+    run, his grant goes: the worker checks his rights when the run starts, not the web when
+    it was queued."""
+    workflow = workflow_services.create_workflow(personas.member_use, name="Hooked")
+    workflow_services.create_action(
+        personas.member_use,
+        workflow,
+        name="Call",
+        action_type="send_api_request",
+        config=http_action(
+            f"{target.url}/sleep/0/hook",
+            headers=[{"name": "X-Key", "value": personas.restricted_key.reference}],
+        ),
+    )
+    _, token = webhooks.create_or_rotate(personas.member_use, workflow)
+    hook = httpx.Client(base_url=live_server.url, headers={"Connection": "close"}, timeout=30)
+    reader = api(live_server, personas.member_use, timeout=90)
+
+    allowed = hook.post(f"/hooks/{token}/", json={})
+    workers.start()
+    eventually(lambda: status_of(allowed.json()["id"]) == "succeeded")
+    workers.stop_all()  # so that the next call waits queued while the grant goes
+    refused = hook.post(f"/hooks/{token}/", json={})
+    secret_services.update_secret_key(
+        personas.admin,
+        personas.restricted_key,
+        grants=[
+            {"principal_type": "user", "principal_id": personas.member_manage.pk, "level": "manage"}
+        ],
+    )
+    workers.start()
+    eventually(lambda: status_of(refused.json()["id"]) == "failed")
+
+    assert allowed.status_code == refused.status_code == 202
+    assert allowed.json()["trigger"] == "webhook"
+    assert allowed.json()["triggered_by"] == personas.member_use.pk
+    step = reader.get(f"/runs/{refused.json()['id']}/").json()["steps"][0]
+    assert "may not use" in step["error"]
+    assert len(target.requests) == 1  # the refused run sent nothing
