@@ -2,45 +2,80 @@
 
 These machines are noisy, so every figure that has a target is a ratio of two things
 measured in the same run, interleaved; absolute medians are printed for information.
-Everything talks to 127.0.0.1 only: the HTTP target is a server this script starts.
+Everything talks to 127.0.0.1 only: the HTTP target is a server this script starts, and
+so are gunicorn and the `celery worker`s (bench/processes.py), on the machine's Redis.
+The figures through them are in bench/served.py (2, 5) and bench/queued.py (7–9).
 
-Figures (targets from the performance issue):
-1. queries to execute an action with 1 and with 50 referenced keys: equal, at most 8
-2. execute latency p50 with 50 keys / with 0 keys: at most 1.15
+Runs execute on Celery workers, never in the web request (issue 12). Figures (targets
+from the performance issue and issue 12), and what each measures now:
+1. queries to execute an action with 1 and with 50 referenced keys: equal, at most 8.
+   The API's execute with `wait` in Celery's eager mode (the worker's part runs inside
+   the request): the web's queries (queue the run, show it once ended) and the worker's
+   (claim, execute, end) together, split between the two; all statements, transaction
+   control included, as the bound of 8 was counted.
+2. execute latency p50 with 50 keys / with 0 keys: at most 1.15.
+   In process (SQLite): the API's execute with `wait`, eager, as figure 1.
+   On PostgreSQL: end to end through gunicorn, Redis and a real worker, from the moment
+   the client sends `POST .../execute/ {"wait": 10}` to the run's `finished_at` (what
+   the worker records as it ends, same clock). The web's wait notices the end by polling
+   (20 ms, then up to every 250 ms), which rounds the answer's latency up to its next
+   poll for both sides alike: that latency and the worker's own (`started_at` to
+   `finished_at`) are shown for information.
 3. the Insert-a-Secret-Key picker and GET /api/v1/secrets/ for 10,000 keys, 200 groups
    / for 10 keys: at most 1.5, same query count
 4. redaction of a 1 MiB output against 50 keys: at least 100 MiB/s
 5. execute throughput under gunicorn on PostgreSQL / a no-op authenticated endpoint
-   measured the same way: at least 0.5, zero errors
+   measured the same way: at least 0.5, zero errors.
+   8 clients, each executing the 5-key action with `wait: 30` and reading its result
+   (polling `GET /runs/{id}/` when the web answered 202 because its waiters were taken),
+   one run after another; the runs execute on the Celery workers.
 6. Run Code start-up p50 (empty program), Python and JavaScript
+7. the sign-in page p95 while 50 runs of a 5-second target are in flight / idle: at most
+   1.5.
+8. queued-run throughput against a no-op target, no failed run.
+9. enqueue-to-start latency p50/p95, runs spaced and in figure 8's burst (information).
+
+Figures 2 (PostgreSQL), 5, 7, 8 and 9 share one set-up: gunicorn (--workers, --threads),
+2 `celery worker`s, each `--concurrency 8`, RUNS_PER_ORGANIZATION = all their pool processes
+(so that fair share does not hold runs back: the one organization may fill the workers),
+RUNS_MAX_WAITERS below gunicorn's threads (--max-waiters), a Redis database of its own
+for the broker and a queue name unique to the run.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
 import random
 import shutil
+import signal
 import socket
-import statistics
 import string
 import subprocess
 import sys
-import threading
+import textwrap
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+import uuid
 from pathlib import Path
 
 import execute_setup  # bench/, beside this script
+import processes
+import queued
+import served
+from measure import interleaved, p50, ratio_figure
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 BENCH_DIR = BASE_DIR / "var" / "bench"
 RESULTS = BASE_DIR / "artifacts" / "bench-results.json"
-PROFILES = BASE_DIR / "artifacts" / "profiles"
+PROFILES = served.PROFILES
 FERNET_KEY = "t7r1I0O0bqvpD9OD3W8QmfXH4iTqXv0l5m8Y9f2oCk0="
 PASSWORD = execute_setup.PASSWORD
+# The broker: a Redis database the tests (15) do not use, and a queue of this run's own.
+BROKER_URL = "redis://127.0.0.1:6379/14"
+RUNS_QUEUE = f"bench-runs-{os.getpid()}-{uuid.uuid4().hex[:8]}"
 
 
 def _redis_url() -> str | None:
@@ -72,67 +107,10 @@ def _environment(database_url: str) -> dict[str, str]:
         "DATABASE_URL": database_url,
         "VAR_DIR": str(BENCH_DIR),
         "LOG_LEVEL": "WARNING",
+        # The in-process figures run eagerly and never reach it; DEBUG=0 requires one.
+        "CELERY_BROKER_URL": BROKER_URL,
+        "RUNS_QUEUE": RUNS_QUEUE,
     }
-
-
-class _Target(BaseHTTPRequestHandler):
-    """A local HTTP target that answers every request with a small JSON body."""
-
-    protocol_version = "HTTP/1.1"
-    # Headers and body leave in two writes; with Nagle's algorithm on, the body waits for
-    # the client's delayed ACK (40 ms) on a kept-alive connection. Real servers set it too.
-    disable_nagle_algorithm = True
-
-    def _answer(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        if length:
-            self.rfile.read(length)
-        body = b'{"ok": true}'
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    do_GET = do_POST = _answer
-
-    def log_message(self, format, *args) -> None:
-        pass
-
-
-def start_target_process() -> tuple[str, subprocess.Popen]:
-    """The target in a process of its own, as a real one would be: parsing the 50 headers
-    of a 50-key request must not take the measuring process's interpreter lock (in
-    process, that alone was a third of the difference between 50 keys and none)."""
-    process = subprocess.Popen(
-        [sys.executable, __file__, "--serve-target"], stdout=subprocess.PIPE, text=True
-    )
-    return process.stdout.readline().strip(), process
-
-
-def serve_target() -> None:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Target)
-    server.daemon_threads = True
-    print(f"http://127.0.0.1:{server.server_address[1]}", flush=True)
-    server.serve_forever()
-
-
-def p50(samples: list[float]) -> float:
-    return statistics.median(samples)
-
-
-def interleaved(first, second, rounds: int) -> tuple[list[float], list[float]]:
-    """Time two callables alternately, so machine noise hits both alike."""
-    first_times, second_times = [], []
-    for round_number in range(rounds):
-        pair = [(first, first_times), (second, second_times)]
-        if round_number % 2:
-            pair.reverse()
-        for call, times in pair:
-            started = time.perf_counter()
-            call()
-            times.append(time.perf_counter() - started)
-    return first_times, second_times
 
 
 # --- Seeding -----------------------------------------------------------------------------
@@ -235,33 +213,22 @@ def _profile_in_process(name: str, call, rounds: int = 200) -> None:
 
 
 def _queries_figure(queries: dict) -> dict:
-    """Figure 1 from the SQL of an execute with 1 and with 50 keys (execute_setup)."""
-    one, fifty = len(queries[1]), len(queries[50])
+    """Figure 1 from the SQL of an execute with 1 and with 50 keys (execute_setup): all
+    statements, and for 50 keys the web's and the worker's queries apart."""
+    one, fifty = queries[1], queries[50]
     return {
-        "keys_1": one,
-        "keys_50": fifty,
+        "keys_1": one["all"],
+        "keys_50": fifty["all"],
+        "web_queries": fifty["web"],
+        "worker_queries": fifty["worker"],
+        "transaction_control": fifty["transaction_control"],
         "target": "equal, <= 8",
-        "ok": one == fifty and fifty <= 8,
-        "queries": queries[50],
+        "ok": one["all"] == fifty["all"] and fifty["all"] <= 8,
+        "queries": fifty["sql"],
     }
 
 
-def _ratio_figure(
-    labels: tuple[str, str], samples: tuple[list, list], limit: float, target: str, **extra
-) -> dict:
-    """p50 of each side, their ratio, and whether it is within ``limit``."""
-    ratio = p50(samples[0]) / p50(samples[1])
-    return {
-        f"p50_ms_{labels[0]}": round(p50(samples[0]) * 1000, 2),
-        f"p50_ms_{labels[1]}": round(p50(samples[1]) * 1000, 2),
-        "ratio": round(ratio, 3),
-        **extra,
-        "target": target,
-        "ok": ratio <= limit,
-    }
-
-
-def figures_in_process(quick: bool, profile: bool = False) -> dict:
+def figures_in_process(stack: contextlib.ExitStack, quick: bool, profile: bool = False) -> dict:
     from django.db import connection
     from django.test import Client
     from django.test.utils import CaptureQueriesContext
@@ -271,14 +238,16 @@ def figures_in_process(quick: bool, profile: bool = False) -> dict:
     from workflows.redaction import Redactor
 
     results: dict = {}
-    target, target_process = start_target_process()
+    target, _ = processes.start_target(stack)
 
-    # 1 and 2: execute with 0, 1 and 50 keys.
-    execute = execute_setup.executor(*execute_setup.seed(target))
+    # 1 and 2: execute with 0, 1 and 50 keys, the worker's part inside the request.
+    execute_setup.run_eagerly()
+    token, actions, _ = execute_setup.seed(target)
+    execute = execute_setup.executor(token, actions)
     results["1_queries_execute_sqlite"] = _queries_figure(execute_setup.statements(execute))
     samples = interleaved(lambda: execute(50), lambda: execute(0), 30 if quick else 80)
-    results["2_execute_latency_sqlite"] = _ratio_figure(
-        ("50_keys", "0_keys"), samples, 1.15, "<= 1.15 (in process)"
+    results["2_execute_latency_sqlite"] = ratio_figure(
+        ("50_keys", "0_keys"), samples, 1.15, "<= 1.15 (in process, eager)"
     )
     if profile:
         _profile_in_process("execute-50-keys", lambda: execute(50))
@@ -319,7 +288,7 @@ def figures_in_process(quick: bool, profile: bool = False) -> dict:
             assert response.status_code == 200
             counts[label] = len(captured)
         samples = interleaved(make("big"), make("small"), 20 if quick else 40)
-        figure = _ratio_figure(
+        figure = ratio_figure(
             (f"{many}_keys", "10_keys"),
             samples,
             1.5,
@@ -363,11 +332,13 @@ def figures_in_process(quick: bool, profile: bool = False) -> dict:
             samples.append(time.perf_counter() - started)
         startup[f"p50_ms_{language}"] = round(p50(samples) * 1000, 1)
     results["6_run_code_startup"] = {**startup, "target": "reported", "ok": True}
-    target_process.terminate()
     return results
 
 
-# --- Figure 5: gunicorn on PostgreSQL ----------------------------------------------------
+# --- On PostgreSQL: gunicorn and Celery workers ------------------------------------------
+
+WORKER_PROCESSES = 2
+WORKER_CONCURRENCY = 8
 
 
 def _free_port() -> int:
@@ -377,29 +348,45 @@ def _free_port() -> int:
 
 
 def figures_on_postgresql(
-    postgres_url: str, quick: bool, workers: int, threads: int, profile: bool = False
-) -> dict:
-    import httpx
+    stack: contextlib.ExitStack,
+    postgres_url: str,
+    quick: bool,
+    workers: int,
+    threads: int,
+    max_waiters: int,
+    profile: bool = False,
+) -> tuple[dict, dict]:
+    """The figures, and the set-up they share (gunicorn, Celery, the run settings)."""
     import psycopg
 
     admin_url = postgres_url.rsplit("/", 1)[0] + "/postgres"
     try:
         with psycopg.connect(admin_url, autocommit=True) as connection:
-            connection.execute("DROP DATABASE IF EXISTS bench")
+            # FORCE: a bench killed hard may have left connections to it.
+            connection.execute("DROP DATABASE IF EXISTS bench WITH (FORCE)")
             connection.execute("CREATE DATABASE bench")
     except psycopg.Error as error:
         skipped = {"skipped": f"PostgreSQL not reachable at {admin_url}: {error}", "ok": None}
-        return {"5_execute_throughput": skipped}
+        return {"5_execute_throughput": skipped}, {}
     database_url = postgres_url.rsplit("/", 1)[0] + "/bench"
-    environment = {**os.environ, **_environment(database_url)}
+    slots = WORKER_PROCESSES * WORKER_CONCURRENCY
+    environment = {
+        **os.environ,
+        **_environment(database_url),
+        "RUNS_PER_ORGANIZATION": str(slots),
+        "RUNS_MAX_WAITERS": str(max_waiters),
+        # Connections kept for the whole bench (default: 60 s): the CPU a closed one used
+        # is gone from /proc, and the figures' CPU by process would lose it.
+        "DATABASE_CONN_MAX_AGE": "1800",
+    }
     python = sys.executable
-    subprocess.run(
-        [python, "manage.py", "migrate", "-v0"], cwd=BASE_DIR, env=environment, check=True
-    )
-    subprocess.run(
-        [python, "manage.py", "createcachetable"], cwd=BASE_DIR, env=environment, check=True
-    )
-    target, target_process = start_target_process()
+    # As a deployment does (README); gunicorn serves the sign-in page's static files
+    # through the manifest that collectstatic writes to staticfiles/.
+    for command in (["migrate"], ["createcachetable"], ["collectstatic", "--no-input"]):
+        subprocess.run(
+            [python, "manage.py", *command, "-v0"], cwd=BASE_DIR, env=environment, check=True
+        )
+    target, target_process = processes.start_target(stack)
     setup = subprocess.run(
         [python, str(BASE_DIR / "bench" / "execute_setup.py"), target],
         cwd=BASE_DIR,
@@ -409,212 +396,103 @@ def figures_on_postgresql(
         text=True,
     )
     seeded = json.loads(setup.stdout)
-    token, actions = seeded["token"], seeded["actions"]
-    queries = {int(count): sql for count, sql in seeded["queries"].items()}
+    token, actions, queue = seeded["token"], seeded["actions"], seeded["queue"]
+    queries = {int(count): counted for count, counted in seeded["queries"].items()}
     figures = {"1_queries_execute_postgresql": _queries_figure(queries)}
+    if REDIS_URL is None:
+        skipped = {"skipped": "no Redis on 127.0.0.1:6379 for the broker", "ok": None}
+        return {**figures, "5_execute_throughput": skipped}, {}
+
+    stack.callback(_forget_queue)
     port = _free_port()
-    gunicorn = subprocess.Popen(
-        [
-            str(Path(python).parent / "gunicorn"),
-            "config.wsgi",
-            "--workers",
-            str(workers),
-            "--threads",
-            str(threads),
-            "-b",
-            f"127.0.0.1:{port}",
-            "--log-level",
-            "warning",
-        ],
-        cwd=BASE_DIR,
-        env=environment,
+    gunicorn = processes.start_gunicorn(
+        environment, port, workers, threads, BENCH_DIR / "gunicorn.log"
     )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(100):
-            try:
-                httpx.get(
-                    f"{base}/api/v1/auth/whoami/", headers={"Authorization": f"Token {token}"}
-                )
-                break
-            except httpx.TransportError:
-                time.sleep(0.1)
-        with httpx.Client(
-            base_url=base, headers={"Authorization": f"Token {token}"}, timeout=30
-        ) as client:
-
-            def execute(count: str):
-                def call() -> None:
-                    response = client.post(f"/api/v1/actions/{actions[count]}/execute/", json={})
-                    assert response.json()["status"] == "succeeded", response.text
-
-                return call
-
-            for count in ("0", "50"):
-                for _ in range(10):
-                    execute(count)()
-            samples = interleaved(execute("50"), execute("0"), 40 if quick else 150)
-        figures["2_execute_latency_postgresql"] = _ratio_figure(
-            ("50_keys", "0_keys"), samples, 1.15, "<= 1.15 (gunicorn)"
+    stack.callback(gunicorn.stop)
+    celery_workers = []
+    for number in range(1, WORKER_PROCESSES + 1):
+        worker = processes.start_celery_worker(
+            environment, number, WORKER_CONCURRENCY, BENCH_DIR / f"celery-worker-{number}.log"
         )
-        duration = 4.0 if quick else 10.0
-        action_id = actions["5"]
-        clients = 8
-        phases = {}
-        cpu_by_group = {}
-        for name, method, path in (
-            ("noop", "GET", "/api/v1/auth/whoami/"),
-            ("execute", "POST", f"/api/v1/actions/{action_id}/execute/"),
-            ("noop_again", "GET", "/api/v1/auth/whoami/"),
-            ("execute_again", "POST", f"/api/v1/actions/{action_id}/execute/"),
-        ):
-            before = _cpu_seconds_by_process_group(gunicorn.pid, target_process.pid)
-            phases[name] = _load(base, token, method, path, clients, duration / 2)
-            after = _cpu_seconds_by_process_group(gunicorn.pid, target_process.pid)
-            cpu_by_group[name] = {
-                group: round((after[group] - before[group]) * 1000 / phases[name]["requests"], 2)
-                for group in after
-            }
-        if profile:
-            for name, method, path in (
-                ("noop", "GET", "/api/v1/auth/whoami/"),
-                ("execute", "POST", f"/api/v1/actions/{action_id}/execute/"),
-            ):
-                _profile_workers(gunicorn.pid, name, base, token, method, path, clients)
-        noop = phases["noop"]["per_s"] + phases["noop_again"]["per_s"]
-        execute = phases["execute"]["per_s"] + phases["execute_again"]["per_s"]
-        errors = sum(phase["errors"] for phase in phases.values())
-        ratio = execute / noop
-        figures["5_execute_throughput"] = {
-            "noop_per_s": round(noop / 2, 1),
-            "noop_cpu_ms": round(phases["noop_again"]["cpu_ms_per_request"], 2),
-            "execute_cpu_ms": round(phases["execute_again"]["cpu_ms_per_request"], 2),
-            "noop_cpu_ms_by_process": cpu_by_group["noop_again"],
-            "execute_cpu_ms_by_process": cpu_by_group["execute_again"],
-            "execute_per_s": round(execute / 2, 1),
-            "ratio": round(ratio, 3),
-            "errors": errors,
-            "clients": clients,
-            "workers": f"{workers} × {threads} threads",
-            "target": ">= 0.5, zero errors",
-            "ok": ratio >= 0.5 and errors == 0,
-        }
-        return figures
-    finally:
-        gunicorn.terminate()
-        gunicorn.wait(timeout=10)
-        target_process.terminate()
-
-
-def _profile_workers(
-    master: int, name: str, base: str, token: str, method: str, path: str, clients: int
-) -> None:
-    """py-spy samples every gunicorn worker while the load runs: a flame graph and the
-    functions that hold most samples (inclusive), in artifacts/."""
-    PROFILES.mkdir(parents=True, exist_ok=True)
-    raw = PROFILES / f"gunicorn-{name}.txt"
-    spy = str(Path(sys.executable).parent / "py-spy")
-    common = ["record", "--pid", str(master), "--subprocesses", "--duration", "5", "--rate", "250"]
-    recorders = [
-        subprocess.Popen([spy, *common, "--format", "raw", "--output", str(raw)]),
-        subprocess.Popen(
-            [spy, *common, "--format", "flamegraph", "--output", str(raw.with_suffix(".svg"))]
-        ),
-    ]
-    time.sleep(1)  # let py-spy attach
-    _load(base, token, method, path, clients, 5.5)
-    for recorder in recorders:
-        recorder.wait(timeout=60)
-    (PROFILES / f"gunicorn-{name}-top.txt").write_text(_top_functions(raw))
-
-
-def _top_functions(raw: Path, limit: int = 40) -> str:
-    """Per function, the share of samples in which it is on the stack (collapsed stacks)."""
-    totals: dict[str, int] = {}
-    samples = 0
-    for line in raw.read_text().splitlines():
-        stack, _, count = line.rpartition(" ")
-        if not count.isdigit():
-            continue
-        samples += int(count)
-        for frame in set(stack.split(";")):
-            totals[frame] = totals.get(frame, 0) + int(count)
-    rows = sorted(totals.items(), key=lambda item: -item[1])[:limit]
-    return f"{samples} samples\n" + "\n".join(
-        f"{count / samples:6.1%}  {frame}" for frame, count in rows
-    )
-
-
-def _load(base: str, token: str, method: str, path: str, clients: int, seconds: float) -> dict:
-    import httpx
-
-    done = [0] * clients
-    errors = [0] * clients
-    deadline = time.perf_counter() + seconds
-
-    def worker(index: int) -> None:
-        with httpx.Client(
-            base_url=base, headers={"Authorization": f"Token {token}"}, timeout=30
-        ) as client:
-            while time.perf_counter() < deadline:
-                response = client.request(method, path, json={} if method == "POST" else None)
-                ok = response.status_code == 200 and (
-                    method == "GET" or response.json()["status"] == "succeeded"
-                )
-                done[index] += 1
-                errors[index] += 0 if ok else 1
-
-    started, busy_before = time.perf_counter(), _busy_cpu_seconds()
-    threads = [threading.Thread(target=worker, args=(index,)) for index in range(clients)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    elapsed, busy = time.perf_counter() - started, _busy_cpu_seconds() - busy_before
-    return {
-        "requests": sum(done),
-        "per_s": sum(done) / elapsed,
-        "errors": sum(errors),
-        # Every process of the machine: load generator, gunicorn, PostgreSQL, target, Redis.
-        "cpu_ms_per_request": busy * 1000 / max(sum(done), 1),
+        stack.callback(worker.stop)
+        celery_workers.append(worker)
+    base = f"http://127.0.0.1:{port}"
+    _wait_for_gunicorn(base, token, gunicorn)
+    groups = {
+        "gunicorn": [gunicorn.pid],
+        "celery workers": [worker.pid for worker in celery_workers],
+        "target": [target_process.pid],
+    }
+    setup = {
+        "gunicorn": f"{workers} workers × {threads} threads",
+        "celery": f"{WORKER_PROCESSES} workers × concurrency {WORKER_CONCURRENCY} (prefork)",
+        "RUNS_PER_ORGANIZATION": slots,
+        "RUNS_MAX_WAITERS": max_waiters,
+        "broker": f"{BROKER_URL}, queue {RUNS_QUEUE}",
+        "database": "PostgreSQL, database bench",
     }
 
+    figures["2_execute_latency_postgresql"] = served.end_to_end_latency(base, token, actions, quick)
+    figures["5_execute_throughput"] = served.execute_throughput(
+        base, token, actions["5"], quick, groups, profile
+    )
+    table = queued.RunTable(database_url)
+    stack.callback(table.close)
+    figures["7_sign_in_under_load"] = queued.sign_in_under_load(
+        base,
+        token,
+        table,
+        queue["slow"],
+        groups,
+        quick,
+        running_at_most=slots,
+        # More than the web processes let wait, so that some are answered 202 at once.
+        waiters=workers * max_waiters + 4,
+    )
+    before = processes.cpu_seconds_by_group(groups)
+    count = 300 if quick else 1000
+    throughput, burst = queued.throughput(base, token, table, queue["noop"], count)
+    after = processes.cpu_seconds_by_group(groups)
+    figures["8_queued_run_throughput"] = {
+        **throughput,
+        "cpu_ms_per_run_by_process": {
+            group: round((after[group] - before[group]) * 1000 / count, 2) for group in after
+        },
+        "target": "reported, no failed run",
+        "ok": throughput["failed"] == 0,
+    }
+    figures["9_start_latency_spaced"] = {
+        **queued.spaced_start_delays(base, token, queue["spaced"], 20 if quick else 60),
+        "target": "information",
+        "ok": None,
+    }
+    figures["9_start_latency_burst"] = {**burst, "target": "information", "ok": None}
+    return figures, setup
 
-def _cpu_seconds_by_process_group(gunicorn_pid: int, target_pid: int) -> dict[str, float]:
-    """CPU time used so far by gunicorn (master and workers), PostgreSQL, the target,
-    this load generator and everything else (Linux /proc), in seconds."""
-    groups = dict.fromkeys(("gunicorn", "postgresql", "target", "load generator"), 0.0)
-    ticks = os.sysconf("SC_CLK_TCK")
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
+
+def _wait_for_gunicorn(base: str, token: str, gunicorn: processes.ProcessGroup) -> None:
+    import httpx
+
+    for _ in range(300):
         try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        name = stat[stat.index("(") + 1 : stat.rindex(")")]
-        fields = stat[stat.rindex(")") + 2 :].split()
-        parent, used = int(fields[1]), (int(fields[11]) + int(fields[12])) / ticks
-        pid = int(entry.name)
-        if gunicorn_pid in (pid, parent):
-            groups["gunicorn"] += used
-        elif name == "postgres":
-            groups["postgresql"] += used
-        elif pid == target_pid:
-            groups["target"] += used
-        elif pid == os.getpid():
-            groups["load generator"] += used
-    return groups
+            httpx.get(f"{base}/api/v1/auth/whoami/", headers={"Authorization": f"Token {token}"})
+            return
+        except httpx.TransportError:
+            if gunicorn.process.poll() is not None:
+                break
+            time.sleep(0.1)
+    raise RuntimeError(f"gunicorn did not start:\n{gunicorn.log.read_text()[-3000:]}")
 
 
-def _busy_cpu_seconds() -> float:
-    """CPU time the whole machine spent busy so far (Linux /proc/stat), in seconds."""
-    try:
-        fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
-    except OSError:
-        return 0.0
-    user, nice, system, idle, iowait, irq, softirq, steal = (int(f) for f in fields[:8])
-    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+def _forget_queue() -> None:
+    """The bench's queue and its binding, off the broker (Redis keeps nothing on disk, but
+    it may run for a long time)."""
+    import redis
+
+    with contextlib.suppress(redis.RedisError):
+        broker = redis.Redis.from_url(BROKER_URL)
+        broker.delete(RUNS_QUEUE, f"_kombu.binding.{RUNS_QUEUE}")
+        broker.close()
 
 
 # --- Main --------------------------------------------------------------------------------
@@ -651,33 +529,52 @@ def _machine(postgres_url: str) -> dict:
         "cores": os.cpu_count(),
         "python": platform.python_version(),
         "system": platform.platform(),
+        # Other work on the machine (these machines are shared) shows in the load.
+        "load_average_at_start": [round(load, 2) for load in os.getloadavg()],
     }
 
 
+def _stop_on_sigterm() -> None:
+    """SIGTERM and SIGHUP end the bench as Ctrl-C does: through the ExitStack, which stops
+    every process it started."""
+
+    def leave(signal_number: int, frame: object) -> None:
+        raise SystemExit(128 + signal_number)
+
+    signal.signal(signal.SIGTERM, leave)
+    signal.signal(signal.SIGHUP, leave)
+
+
 def main() -> int:
-    if sys.argv[1:] == ["--serve-target"]:
-        serve_target()
-        return 0
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller data and fewer rounds")
     parser.add_argument(
         "--postgres",
         default=os.environ.get("BENCH_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/postgres"),
-        help="PostgreSQL server for the gunicorn figure (a database named bench is created)",
+        help="PostgreSQL server for the gunicorn figures (a database named bench is created)",
     )
     parser.add_argument(
         "--workers", type=int, default=2 * (os.cpu_count() or 1) + 1, help="gunicorn workers"
     )
     parser.add_argument("--threads", type=int, default=4, help="threads per gunicorn worker")
     parser.add_argument(
-        "--profile",
-        action="store_true",
-        help="also profile: figure 2 in process (pyinstrument), figure 5's workers (py-spy)",
+        "--max-waiters",
+        type=int,
+        help="RUNS_MAX_WAITERS: requests per gunicorn worker that may wait for a run "
+        "(default: half its threads, as the setting asks for fewer than the threads)",
     )
     parser.add_argument(
-        "--only-postgresql", action="store_true", help="figures 1, 2 and 5 on PostgreSQL only"
+        "--profile",
+        action="store_true",
+        help="also profile: figure 2 in process (pyinstrument), figure 5's gunicorn and "
+        "Celery workers (py-spy)",
+    )
+    parser.add_argument(
+        "--only-postgresql", action="store_true", help="only the figures on PostgreSQL"
     )
     arguments = parser.parse_args()
+    max_waiters = arguments.max_waiters or max(1, arguments.threads // 2)
+    _stop_on_sigterm()
 
     shutil.rmtree(BENCH_DIR, ignore_errors=True)
     BENCH_DIR.mkdir(parents=True)
@@ -690,21 +587,22 @@ def main() -> int:
     call_command("migrate", verbosity=0)
     call_command("createcachetable", verbosity=0)
 
-    results = {
-        "machine": _machine(arguments.postgres),
-        "figures": {}
-        if arguments.only_postgresql
-        else figures_in_process(arguments.quick, arguments.profile),
-    }
-    results["figures"].update(
-        figures_on_postgresql(
+    results = {"machine": _machine(arguments.postgres), "figures": {}}
+    with contextlib.ExitStack() as stack:
+        if not arguments.only_postgresql:
+            results["figures"].update(figures_in_process(stack, arguments.quick, arguments.profile))
+    with contextlib.ExitStack() as stack:
+        figures, results["setup"] = figures_on_postgresql(
+            stack,
             arguments.postgres,
             arguments.quick,
             arguments.workers,
             arguments.threads,
+            max_waiters,
             arguments.profile,
         )
-    )
+        results["figures"].update(figures)
+    results["machine"]["load_average_at_end"] = [round(load, 2) for load in os.getloadavg()]
     _print(results)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=2))
@@ -713,15 +611,21 @@ def main() -> int:
 
 
 def _print(results: dict) -> None:
+    """One row per figure: its measures (those that fit on a line; the JSON has all)."""
     print(f"\nMachine: {results['machine']}")
-    print(f"{'figure':<24} {'measured':<62} {'target':<26} ok")
+    print(f"Set-up of figures 2 (PostgreSQL), 5, 7, 8, 9: {results['setup']}")
+    print(f"{'figure':<30} {'measured':<72} {'target':<28} ok")
     for name, figure in results["figures"].items():
-        shown = {
-            key: value for key, value in figure.items() if key not in ("target", "ok", "queries")
-        }
-        measured = ", ".join(f"{key}={value}" for key, value in shown.items())
+        shown = [
+            f"{key}={value}"
+            for key, value in figure.items()
+            if key not in ("target", "ok") and not isinstance(value, dict | list)
+        ]
+        lines = textwrap.wrap(", ".join(shown), 72) or [""]
         verdict = {True: "yes", False: "NO", None: "-"}[figure.get("ok")]
-        print(f"{name:<24} {measured[:62]:<62} {figure.get('target', ''):<26} {verdict}")
+        print(f"{name:<30} {lines[0]:<72} {figure.get('target', ''):<28} {verdict}")
+        for line in lines[1:]:
+            print(f"{'':<30} {line}")
 
 
 if __name__ == "__main__":
