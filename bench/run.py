@@ -491,7 +491,9 @@ def _forget_queue() -> None:
 
     with contextlib.suppress(redis.RedisError):
         broker = redis.Redis.from_url(BROKER_URL)
-        broker.delete(RUNS_QUEUE, f"_kombu.binding.{RUNS_QUEUE}")
+        broker.delete(
+            RUNS_QUEUE, f"_kombu.binding.{RUNS_QUEUE}", f"_kombu.binding_permanent.{RUNS_QUEUE}"
+        )
         broker.close()
 
 
