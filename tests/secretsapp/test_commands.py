@@ -15,6 +15,8 @@ from secretsapp.models import (
     SecretKey,
 )
 from tests.factories import PASSWORD
+from workflows import runs
+from workflows.models import Workflow
 
 
 def test_create_organization_command(db):
@@ -89,3 +91,26 @@ def test_seed_demo_is_idempotent(db):
     assert roles == {"admin": "admin", "maria": "member", "sam": "member", "victor": "viewer"}
     assert "demo-Password-2026" in output.getvalue()
     assert SecretKey.objects.get(name="Stripe API key").access == "restricted"
+
+
+def test_seed_demo_has_a_workflow_that_uses_the_demo_keys_once(db):
+    call_command("seed_demo", stdout=io.StringIO())
+    call_command("seed_demo", stdout=io.StringIO())
+
+    workflow = Workflow.objects.get()
+    steps = list(workflow.actions.order_by("position"))
+    assert [step.type for step in steps] == ["run_code", "send_api_request"]
+    used = {
+        name
+        for step in steps
+        for name in step.secret_references.values_list("secret_key_id", flat=True)
+    }
+    assert used == set(
+        SecretKey.objects.filter(name__in=["Stripe API key", "Slack webhook URL"]).values_list(
+            "pk", flat=True
+        )
+    )
+    # It runs: the code step uses the key without showing it.
+    run = runs.enqueue(workflow.created_by, workflow, {"customer": "cus_demo"}, action=steps[0])
+    step = run.steps.get()
+    assert step.output["result"] == {"customer": "cus_demo", "key_length": 37}

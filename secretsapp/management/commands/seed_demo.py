@@ -19,6 +19,7 @@ PEOPLE = [
     ("victor", Role.VIEWER),
 ]
 GROUP = "Engineering"
+WORKFLOW = "Demo: check a customer"
 
 
 class Command(BaseCommand):
@@ -72,9 +73,59 @@ class Command(BaseCommand):
                 services.create_secret_key(
                     admin, name=name, value=value, access_level=access, grants=grants
                 )
+        _seed_workflow(admin, organization)
 
         self.stdout.write(self.style.SUCCESS(f"Demo organization “{ORGANIZATION}” is ready."))
         self.stdout.write("Sign in at http://127.0.0.1:8000/ as (same password for all):")
         self.stdout.write(f"  password: {PASSWORD}")
         for username, role in PEOPLE:
             self.stdout.write(f"  {username:<8} {role.label}")
+
+
+def _seed_workflow(admin, organization: Organization) -> None:
+    """A workflow that uses the demo keys in both kinds of step, so that a newcomer meets
+    the + menu and key references before building anything. Its request goes to this
+    server itself (http://127.0.0.1:8000, allowed by `make run`'s EGRESS_ALLOWED_HOSTS):
+    the demo sends nothing off the machine."""
+    from workflows import services as workflow_services
+    from workflows.models import Workflow
+
+    if Workflow.objects.filter(organization=organization, name=WORKFLOW).exists():
+        return
+    stripe = SecretKey.objects.get(organization=organization, name="Stripe API key")
+    slack = SecretKey.objects.get(organization=organization, name="Slack webhook URL")
+    workflow = workflow_services.create_workflow(admin, name=WORKFLOW, inputs=["customer"])
+    workflow_services.create_action(
+        admin,
+        workflow,
+        name="Check the key",
+        action_type="run_code",
+        config={
+            "language": "python",
+            "code": (
+                "# The key's value is in variables; what the code returns is redacted.\n"
+                'return {"customer": variables["customer"], '
+                '"key_length": len(variables["stripe_key"])}'
+            ),
+            "variables": [
+                {"name": "customer", "value": "{{inputs.customer}}"},
+                {"name": "stripe_key", "value": stripe.reference},
+            ],
+        },
+    )
+    workflow_services.create_action(
+        admin,
+        workflow,
+        name="Ask this server who we are",
+        action_type="send_api_request",
+        config={
+            "method": "GET",
+            "url": "http://127.0.0.1:8000/api/v1/auth/whoami/",
+            "query": [{"name": "customer", "value": "{{steps.1.result.customer}}"}],
+            "headers": [
+                {"name": "Authorization", "value": f"Bearer {stripe.reference}"},
+                {"name": "X-Notify", "value": slack.reference},
+            ],
+            "body": {"type": "none", "fields": [], "raw": ""},
+        },
+    )
