@@ -75,8 +75,13 @@ def in_threads(*targets: Callable[[], Any]) -> list[BaseException]:
 
 
 def test_executions_during_value_updates_always_send_one_whole_value(
-    personas: Personas, echo_server
+    personas: Personas, echo_server, settings
 ):
+    # Runs execute in the threads that queue them (eager here). A run that ends sends the
+    # waiting ones, so a thread may execute another's run: each request waits for its own
+    # (a waiter per thread), with room for all of them in the organization.
+    settings.RUNS_PER_ORGANIZATION = THREADS
+    settings.RUNS_MAX_WAITERS = THREADS
     secret_key = personas.team_key
     reference = f"{{{{secret:{secret_key.pk}}}}}"
     workflow = workflow_services.create_workflow(personas.member_use, name="Busy")
@@ -104,7 +109,9 @@ def test_executions_during_value_updates_always_send_one_whole_value(
     def execute() -> None:
         runner = api_client_for(personas.member_use)
         for _ in range(EXECUTIONS_PER_THREAD):
-            response = runner.post(f"/api/v1/actions/{action.pk}/execute/", {}, format="json")
+            response = runner.post(
+                f"/api/v1/actions/{action.pk}/execute/", {"wait": 30}, format="json"
+            )
             outcomes.append({"http_status": response.status_code, **response.json()})
 
     def rotate() -> None:
@@ -122,7 +129,7 @@ def test_executions_during_value_updates_always_send_one_whole_value(
     assert errors == []
     assert len(outcomes) == THREADS * EXECUTIONS_PER_THREAD
     for outcome in outcomes:
-        assert outcome["http_status"] == 200
+        assert outcome["http_status"] == 200, outcome
         assert outcome["status"] == "succeeded", outcome
     received = [request["headers"].get("Authorization") for request in echo_server.requests]
     assert len(received) == THREADS * EXECUTIONS_PER_THREAD
