@@ -58,7 +58,7 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 
-def _audits_refusals(service: Callable[P, R]) -> Callable[P, R]:
+def audits_refusals(service: Callable[P, R]) -> Callable[P, R]:
     """A refused change rolls back with the service's transaction; its denial is then
     recorded, so admins see who tried (``WorkflowChangeRefused.record``)."""
 
@@ -94,7 +94,7 @@ def create_workflow(actor: AbstractBaseUser, *, name: str, inputs: Any = ()) -> 
     )
 
 
-@_audits_refusals
+@audits_refusals
 def update_workflow(
     actor: AbstractBaseUser, workflow: Workflow, *, name: Any = UNSET, inputs: Any = UNSET
 ) -> Workflow:
@@ -133,7 +133,7 @@ def _require_inputs_still_declared(workflow: Workflow, errors: dict[str, Any]) -
                 )
 
 
-@_audits_refusals
+@audits_refusals
 def delete_workflow(actor: AbstractBaseUser, workflow: Workflow) -> None:
     access.require_edit(actor, workflow.organization_id)
     with transaction.atomic():
@@ -240,7 +240,7 @@ def _clean_action(
     return name, normalized, references
 
 
-@_audits_refusals
+@audits_refusals
 def create_action(
     actor: AbstractBaseUser,
     workflow: Workflow,
@@ -278,7 +278,7 @@ def create_action(
     return action
 
 
-@_audits_refusals
+@audits_refusals
 def update_action(
     actor: AbstractBaseUser,
     action: Action,
@@ -318,7 +318,7 @@ def update_action(
     return action
 
 
-@_audits_refusals
+@audits_refusals
 def delete_action(actor: AbstractBaseUser, action: Action) -> None:
     """Delete the action; later steps move up and references to them follow."""
     access.require_edit(actor, action.workflow.organization_id)

@@ -34,7 +34,7 @@ from secretsapp import audit
 from secretsapp.models import AuditAction
 from workflows import access, runs
 from workflows.models import Run, Webhook, Workflow
-from workflows.services import _audits_refusals
+from workflows.services import audits_refusals
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import AbstractBaseUser
@@ -57,7 +57,7 @@ def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-@_audits_refusals
+@audits_refusals
 def create_or_rotate(actor: AbstractBaseUser, workflow: Workflow) -> tuple[Webhook, str]:
     """Set up the workflow's webhook, or give it a new token (the old one stops working
     at once). Either way its runs then act with ``actor``'s rights. Returns the webhook
@@ -81,7 +81,7 @@ def create_or_rotate(actor: AbstractBaseUser, workflow: Workflow) -> tuple[Webho
     return webhook, token
 
 
-@_audits_refusals
+@audits_refusals
 def remove(actor: AbstractBaseUser, workflow: Workflow) -> bool:
     """Remove the workflow's webhook: its token stops working. False if it had none.
     Runs it started stay (their webhook becomes empty; their trigger says "webhook")."""
