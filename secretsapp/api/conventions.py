@@ -162,14 +162,20 @@ class StrictCharField(serializers.CharField):
 # --- Not found outside any route ---------------------------------------------------------
 
 
+# Paths that machines call: their errors are JSON, also where no route matched (a webhook
+# token with a character no route takes).
+JSON_PATHS = ("/api/", "/hooks/")
+
+
 def not_found(request, exception: Exception | None = None):
-    """404 for unknown URLs: JSON under /api/ (clients parse it), Django's page elsewhere."""
-    if request.path.startswith("/api/"):
+    """404 for unknown URLs: JSON under JSON_PATHS (clients parse it), Django's page
+    elsewhere."""
+    if request.path.startswith(JSON_PATHS):
         return JsonResponse({"detail": "Not found."}, status=404)
     return page_not_found(request, exception)
 
 
 def server_error(request):
-    if request.path.startswith("/api/"):
+    if request.path.startswith(JSON_PATHS):
         return JsonResponse({"detail": "Server error."}, status=500)
     return default_server_error(request)
